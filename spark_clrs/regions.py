@@ -1,0 +1,223 @@
+"""Factor regions of a program: parse, list, replace, and compare (SPEC §2).
+
+A factor region is the text between two marker lines::
+
+    # ===== BEGIN OPERATOR REGION =====
+    ...
+    # ===== END OPERATOR REGION =====
+
+Markers are matched on the stripped line, so a region may sit at any
+indentation. Each factor appears exactly once and regions never nest. The
+text outside all regions (markers included) is the read-only skeleton that a
+scoped edit must leave untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Sequence
+
+_MARKER = re.compile(r"^#\s*=+\s*(BEGIN|END)\s+([A-Z][A-Z0-9_]*)\s+REGION\s*=+\s*$")
+# Anything that looks like an attempt at a marker but is malformed.
+_MARKER_LIKE = re.compile(r"^#\s*=+\s*(BEGIN|END)\b.*REGION", re.IGNORECASE)
+
+
+class RegionError(ValueError):
+  """A program's region markers are missing, duplicated, nested or unterminated."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+  """One factor region.
+
+  Attributes:
+    name: factor name in capitals, e.g. ``OPERATOR``.
+    begin: 1-based line number of the BEGIN marker.
+    end: 1-based line number of the END marker.
+    body: the lines strictly between the markers, joined with newlines
+      (each line keeps its indentation; a trailing newline is included when
+      the body is non-empty).
+  """
+
+  name: str
+  begin: int
+  end: int
+  body: str
+
+
+def begin_marker(name: str, indent: str = "") -> str:
+  return f"{indent}# ===== BEGIN {name} REGION ====="
+
+
+def end_marker(name: str, indent: str = "") -> str:
+  return f"{indent}# ===== END {name} REGION ====="
+
+
+def parse_regions(text: str) -> dict[str, Region]:
+  """Returns the program's regions in file order, keyed by factor name.
+
+  Raises:
+    RegionError: with the offending line number for a malformed, duplicated,
+      nested, unmatched or unterminated marker.
+  """
+  lines = text.split("\n")
+  regions: dict[str, Region] = {}
+  open_name: str | None = None
+  open_line = 0
+  for lineno, raw in enumerate(lines, start=1):
+    stripped = raw.strip()
+    match = _MARKER.match(stripped)
+    if not match:
+      if _MARKER_LIKE.match(stripped):
+        raise RegionError(
+            f"line {lineno}: malformed region marker {stripped!r}; write it exactly as "
+            "'# ===== BEGIN NAME REGION =====' with NAME in capitals")
+      continue
+    kind, name = match.groups()
+    if kind == "BEGIN":
+      if open_name is not None:
+        raise RegionError(
+            f"line {lineno}: BEGIN {name} REGION is nested inside {open_name} "
+            f"(opened on line {open_line}); close {open_name} first")
+      if name in regions:
+        raise RegionError(
+            f"line {lineno}: region {name} is duplicated (first BEGIN on line "
+            f"{regions[name].begin}); each factor must appear exactly once")
+      open_name, open_line = name, lineno
+    else:
+      if open_name is None:
+        where = f" (region {name} already closed on line {regions[name].end})" if name in regions else ""
+        raise RegionError(f"line {lineno}: END {name} REGION has no matching BEGIN{where}")
+      if name != open_name:
+        raise RegionError(
+            f"line {lineno}: END {name} REGION closes {open_name}, which was opened on "
+            f"line {open_line}; end {open_name} first")
+      body_lines = lines[open_line:lineno - 1]
+      body = "\n".join(body_lines) + ("\n" if body_lines else "")
+      regions[name] = Region(name=name, begin=open_line, end=lineno, body=body)
+      open_name = None
+  if open_name is not None:
+    raise RegionError(
+        f"line {open_line}: BEGIN {open_name} REGION is never closed; add "
+        f"'{end_marker(open_name)}'")
+  return regions
+
+
+def region_names(text: str) -> list[str]:
+  """Factor names of the program, in file order."""
+  return list(parse_regions(text))
+
+
+def require_regions(text: str, names: Iterable[str]) -> dict[str, Region]:
+  """Parses and checks that every named factor is present."""
+  regions = parse_regions(text)
+  missing = [n for n in names if n not in regions]
+  if missing:
+    have = ", ".join(regions) or "none"
+    raise RegionError(
+        f"missing region(s) {', '.join(missing)} (program has: {have}); add the "
+        "BEGIN/END markers")
+  return regions
+
+
+def get_region(text: str, name: str) -> str:
+  """Body of one region."""
+  return require_regions(text, [name])[name].body
+
+
+def replace_region(text: str, name: str, new_body: str) -> str:
+  """Returns ``text`` with region ``name``'s body replaced by ``new_body``.
+
+  The markers and everything outside the region are kept byte for byte.
+  """
+  region = require_regions(text, [name])[name]
+  lines = text.split("\n")
+  body = new_body if not new_body or new_body.endswith("\n") else new_body + "\n"
+  body_lines = body.split("\n")[:-1] if body else []
+  out = lines[:region.begin] + body_lines + lines[region.end - 1:]
+  return "\n".join(out)
+
+
+def skeleton(text: str, keep: Sequence[str] = ()) -> str:
+  """The program with every region body not in ``keep`` replaced by a placeholder.
+
+  Two programs with equal skeletons (for ``keep`` = the selected scope) differ
+  only inside the selected regions. Markers stay in the skeleton, so a moved,
+  renamed or deleted marker shows up as a difference.
+  """
+  regions = parse_regions(text)
+  lines = text.split("\n")
+  out: list[str] = []
+  cursor = 0
+  for region in regions.values():
+    out.extend(lines[cursor:region.begin])
+    if region.name in keep:
+      out.append(f"<{region.name} body: editable>")
+    else:
+      out.extend(lines[region.begin:region.end - 1])
+    cursor = region.end - 1
+  out.extend(lines[cursor:])
+  return "\n".join(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorDiff:
+  """How a child differs from its parent, factor by factor.
+
+  Attributes:
+    changed: factors whose body changed, in the parent's order.
+    outside_changed: whether any text outside all regions (markers included)
+      changed, or the set of factors differs.
+  """
+
+  changed: tuple[str, ...]
+  outside_changed: bool
+
+  def touches_only(self, scope: Iterable[str]) -> bool:
+    """True when every change lies inside ``scope``."""
+    allowed = set(scope)
+    return not self.outside_changed and set(self.changed) <= allowed
+
+  @property
+  def is_entangled(self) -> bool:
+    """More than one factor, or the skeleton, changed (used when no scope was set)."""
+    return self.outside_changed or len(self.changed) > 1
+
+
+def diff_factors(parent: str, child: str) -> FactorDiff:
+  """Compares a child with its parent region by region.
+
+  Raises:
+    RegionError: if either program's markers do not parse.
+  """
+  p_regions = parse_regions(parent)
+  c_regions = parse_regions(child)
+  names = list(p_regions)
+  if list(c_regions) != names:
+    changed = tuple(n for n in names if n not in c_regions or
+                    c_regions[n].body != p_regions[n].body)
+    return FactorDiff(changed=changed, outside_changed=True)
+  changed = tuple(n for n in names if c_regions[n].body != p_regions[n].body)
+  outside = skeleton(parent, keep=names) != skeleton(child, keep=names)
+  return FactorDiff(changed=changed, outside_changed=outside)
+
+
+def outside_scope_changes(parent: str, child: str, scope: Sequence[str]) -> list[str]:
+  """Human-readable list of what changed outside ``scope`` (empty when in scope).
+
+  Each entry names a factor or the first differing skeleton line, so that a
+  rejection reason can say exactly what was touched.
+  """
+  diff = diff_factors(parent, child)
+  problems = [f"region {n}" for n in diff.changed if n not in scope]
+  if diff.outside_changed:
+    p_lines = skeleton(parent, keep=list(parse_regions(parent))).split("\n")
+    c_lines = skeleton(child, keep=list(parse_regions(child))).split("\n")
+    for i, (a, b) in enumerate(zip(p_lines, c_lines)):
+      if a != b:
+        problems.append(f"read-only text near skeleton line {i + 1}: {a.strip()!r} -> {b.strip()!r}")
+        break
+    else:
+      problems.append("read-only text: lines added or removed outside the regions")
+  return problems
