@@ -17,7 +17,8 @@ import inspect
 import pathlib
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SEEDS_DIR = pathlib.Path(__file__).resolve().parent.parent / "seeds"
 
@@ -48,8 +49,17 @@ def resolve(path_or_name: str | pathlib.Path) -> pathlib.Path:
                          f"name; use one of {seed_names()} or a path to a .py file")
 
 
+def _one_line(e: BaseException) -> str:
+  return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def load_module(path_or_name: str | pathlib.Path) -> types.ModuleType:
-  """Imports a program file as a fresh module (never cached in ``sys.modules``)."""
+  """Imports a program file as a fresh module per call.
+
+  The module is registered in ``sys.modules`` under a name derived from the file's
+  content hash (dataclasses and pickling look modules up by name), so two different
+  versions of one file never shadow each other.
+  """
   path = resolve(path_or_name)
   text = path.read_text()
   digest = hashlib.sha1(text.encode()).hexdigest()[:12]
@@ -63,7 +73,7 @@ def load_module(path_or_name: str | pathlib.Path) -> types.ModuleType:
     spec.loader.exec_module(module)
   except Exception as e:  # The program's own error, reported in one line.
     sys.modules.pop(name, None)
-    raise ProgramLoadError(f"importing {path.name} failed: {type(e).__name__}: {e}") from e
+    raise ProgramLoadError(f"importing {path.name} failed: {_one_line(e)}") from e
   return module
 
 
@@ -85,7 +95,11 @@ def load(path_or_name: str | pathlib.Path, **factory_kwargs: Any) -> ProcessorFa
   except TypeError as e:
     raise ProgramLoadError(f"get_processor_factory{inspect.signature(get_factory)} does not "
                            f"accept {sorted(factory_kwargs)}: {e}") from e
-  factory = get_factory(**factory_kwargs)
+  try:
+    factory = get_factory(**factory_kwargs)
+  except Exception as e:  # The program's own error, reported in one line.
+    raise ProgramLoadError(f"{resolve(path_or_name).name}: get_processor_factory() failed: "
+                           f"{_one_line(e)}") from e
   if not callable(factory):
     raise ProgramLoadError("get_processor_factory() must return a callable factory(out_size)")
   return factory

@@ -17,3 +17,11 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip)
+
+
+def pytest_configure(config):
+  """absltest helpers (create_tempdir, flags) need parsed absl flags under pytest too."""
+  del config
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
