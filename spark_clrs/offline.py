@@ -1,0 +1,186 @@
+"""``spark/offline``: the built-in rule-based proposer, served as a LiteLLM custom provider.
+
+When no ``--llm_model`` is configured, SPARK's three roles are answered by this
+provider instead of an LLM. It is a mutation operator, not a language model: it
+reads the machine-readable parts of the SPARK prompts (the ``<request .../>`` tag,
+``<program>``, ``<editable_region>``, ``<tried_directives>``, ``<directive>``), picks
+a move from the catalogue in :mod:`spark_clrs.offline_moves` with a generator seeded
+by the request's ``seed`` and content, and answers in the same format an LLM would
+(router JSON, a Change/Why/Expected-effect directive, a fenced program or region
+body). So a search without any key still runs the whole LiteLLM -> parsing ->
+checks path.
+
+The router picks a factor with probability proportional to the number of catalogue
+moves that apply to it; the refiner picks an applicable move not yet tried in that
+factor (any applicable one once all were tried); the rewriter applies the move
+named in the directive, or, for a directive written by someone else, the move whose
+description shares the most words with it. Token counts are estimates (4 characters
+per token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from spark_clrs import offline_moves, regions
+from spark_clrs.llm import OFFLINE_MODEL, litellm  # LiteLLM as configured by spark_clrs.llm.
+
+PROVIDER = "spark"
+MODEL = OFFLINE_MODEL
+_REQUEST = re.compile(r"<request\s+([^>]*?)/?>")
+_ATTR = re.compile(r'(\w+)="([^"]*)"')
+_MOVE_TAG = re.compile(r"\[move:\s*([a-z0-9_]+)\]")
+_WORD = re.compile(r"[a-z][a-z0-9_]+")
+
+
+class OfflineRequestError(ValueError):
+  """The prompt is not a SPARK role prompt the offline proposer can answer."""
+
+
+def _request(messages: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], str]:
+  """The ``<request>`` attributes and the user message that holds them."""
+  for message in reversed(messages):
+    content = str(message.get("content") or "")
+    match = _REQUEST.search(content) if message.get("role") == "user" else None
+    if match:
+      return dict(_ATTR.findall(match.group(1))), content
+  raise OfflineRequestError(
+      "the prompt has no <request role=.../> tag: spark/offline answers only SPARK's "
+      "router, refiner and rewriter prompts; configure --llm_model for other strategies")
+
+
+def _section(text: str, tag: str) -> str:
+  """The text between ``<tag ...>`` and ``</tag>`` (first opening, last closing)."""
+  start = re.search(rf"<{tag}(\s[^>]*)?>\n?", text)
+  end = text.rfind(f"</{tag}>")
+  if start is None or end < start.end():
+    raise OfflineRequestError(f"the prompt has no <{tag}> section")
+  return text[start.end():end].rstrip("\n")
+
+
+def _rng(seed: int, messages: Sequence[Mapping[str, Any]]) -> np.random.Generator:
+  digest = hashlib.sha256(json.dumps([seed, [str(m.get("content")) for m in messages]])
+                          .encode()).digest()
+  return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _pick(items: Sequence[Any], rng: np.random.Generator) -> Any:
+  return items[int(rng.integers(len(items)))]
+
+
+def answer_router(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
+  factors = [f.strip() for f in attrs.get("factors", "").split(",") if f.strip()]
+  program = _section(text, "program")
+  present = regions.parse_regions(program)
+  counts = {f: len(offline_moves.applicable(f, present[f].body)) if f in present else 0
+            for f in factors}
+  usable = [f for f in factors if counts[f] > 0] or factors
+  if not usable:
+    raise OfflineRequestError("the router prompt names no factors")
+  weights = np.array([max(counts[f], 1) for f in usable], dtype=float)
+  scope = usable[int(rng.choice(len(usable), p=weights / weights.sum()))]
+  summary = ", ".join(f"{f}: {counts[f]}" for f in factors)
+  reply = {"scope": scope, "rationale": f"rule-based choice weighted by the number of applicable "
+                                        f"catalogue moves ({summary})"}
+  return f"```json\n{json.dumps(reply)}\n```"
+
+
+def answer_refiner(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
+  scope = attrs.get("scope", "")
+  body = _section(text, "editable_region")
+  tried = set(_MOVE_TAG.findall(_section(text, "tried_directives")))
+  moves = offline_moves.applicable(scope, body + "\n", exclude=tried) or offline_moves.applicable(
+      scope, body + "\n")
+  if not moves:
+    return (f"Change: none (no catalogue move applies to the {scope} region)\n"
+            "Why: the offline proposer only knows moves for the shipped seeds' code\n"
+            "Expected effect: none")
+  return _pick(moves, rng).directive()
+
+
+def _match_directive(directive: str, moves: Sequence[offline_moves.Move],
+                     rng: np.random.Generator) -> offline_moves.Move:
+  named = _MOVE_TAG.search(directive)
+  if named:
+    for move in moves:
+      if move.name == named.group(1):
+        return move
+  words = set(_WORD.findall(directive.lower()))
+  overlap = [len(words & set(_WORD.findall(f"{m.name} {m.change}".lower()))) for m in moves]
+  best = max(overlap)
+  if best >= 2:
+    return moves[overlap.index(best)]
+  return _pick(moves, rng)
+
+
+def answer_rewriter(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
+  scope, mode = attrs.get("scope", ""), attrs.get("output", "program")
+  program = _section(text, "program") + "\n"
+  directive = _section(text, "directive")
+  body = regions.get_region(program, scope)
+  moves = offline_moves.applicable(scope, body)
+  if not moves:
+    new_body, note = body, f"No catalogue move applies to the {scope} region; unchanged."
+  else:
+    move = _match_directive(directive, moves, rng)
+    new_body = move.apply(body) or body
+    note = f"Applied the catalogue move `{move.name}` to the {scope} region."
+  code = new_body if mode == "region" else regions.replace_region(program, scope, new_body)
+  return f"{note}\n\n```python\n{code.rstrip()}\n```\n"
+
+
+_ROLES = {"router": answer_router, "refiner": answer_refiner, "rewriter": answer_rewriter}
+
+
+def answer(messages: Sequence[Mapping[str, Any]], seed: int = 0) -> str:
+  """The offline proposer's reply to a SPARK role prompt (deterministic in seed and prompt)."""
+  attrs, text = _request(messages)
+  role = attrs.get("role", "")
+  if role not in _ROLES:
+    raise OfflineRequestError(f"unknown role {role!r} in <request>; expected one of {sorted(_ROLES)}")
+  return _ROLES[role](attrs, text, _rng(seed, messages))
+
+
+def _tokens(text: str) -> int:
+  return max(1, (len(text) + 3) // 4)
+
+
+class OfflineProvider(litellm.CustomLLM):
+  """LiteLLM handler for ``spark/<anything>``: answers with :func:`answer`."""
+
+  def completion(self, model: str, messages: list, api_base: str | None,
+                 custom_prompt_dict: dict, model_response: Any, print_verbose: Any, encoding: Any,
+                 api_key: str | None, logging_obj: Any, optional_params: dict, *args: Any,
+                 **kwargs: Any) -> Any:
+    del model, api_base, custom_prompt_dict, print_verbose, encoding, api_key, logging_obj
+    del args, kwargs
+    try:
+      reply = answer(messages, int(optional_params.get("seed") or 0))
+    except (OfflineRequestError, regions.RegionError) as e:
+      raise litellm.BadRequestError(message=f"spark/offline: {e}", model=MODEL,
+                                    llm_provider=PROVIDER) from e
+    prompt = "".join(str(m.get("content") or "") for m in messages)
+    model_response.choices[0].message.content = reply
+    model_response.choices[0].finish_reason = "stop"
+    model_response.model = MODEL
+    model_response.usage = litellm.Usage(prompt_tokens=_tokens(prompt), completion_tokens=_tokens(reply),
+                                 total_tokens=_tokens(prompt) + _tokens(reply))
+    return model_response
+
+  async def acompletion(self, *args: Any, **kwargs: Any) -> Any:
+    return self.completion(*args, **kwargs)
+
+
+def register() -> None:
+  """Makes ``spark/offline`` routable through ``litellm.completion`` (idempotent)."""
+  if not any(item.get("provider") == PROVIDER for item in litellm.custom_provider_map):
+    litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": OfflineProvider()})
+
+
+__all__ = ["MODEL", "OfflineProvider", "OfflineRequestError", "PROVIDER", "answer", "register"]

@@ -1,0 +1,222 @@
+"""The proposer interface: what the search controller hands a strategy, and what it gets back.
+
+A proposer turns one parent program into one child program. The controller gives it
+the parent (:class:`ParentInfo`), the search's past outcomes (:class:`ProposalHistory`)
+and a seeded random generator; it returns a :class:`Proposal` holding the child text
+(or the reason there is none), the scope it was allowed to edit, the directive, every
+decision it took and every LLM call it made. Proposers never train, check or store
+anything: the controller does that with the proposal.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from spark_clrs.llm import LLMRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class ProposerConfig:
+  """Strategy settings (from the search flags).
+
+  Attributes:
+    task: CLRS algorithm name; selects the task card ``prompts/tasks/<task>.md``.
+    sar_output: ``program`` (the rewriter returns the whole program, the paper's mode)
+      or ``region`` (only the new body of the selected region).
+    router_retries: re-asks after an unusable router reply before the bandit decides.
+    ucb_c: exploration constant of the fallback bandit.
+    lineage_window: lineage rows shown to the router.
+    tried_window: tried directives shown to the refiner.
+  """
+
+  task: str = "dfs"
+  sar_output: str = "program"
+  router_retries: int = 2
+  ucb_c: float = 1.0
+  lineage_window: int = 8
+  tried_window: int = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """One finished proposal, as later proposals see it.
+
+  Attributes:
+    iteration: the search iteration that made it.
+    scope: the factors the proposal was allowed to edit (``None`` = unscoped).
+    directive: the refiner directive, if any.
+    feasible: whether the child passed every check (and was evaluated).
+    stage: the rejecting stage (``parse``, ``scope``, ``entangled``, ``shape``, ...,
+      ``proposal`` when no child was produced), ``"ok"`` when feasible.
+    reason: one line explaining a rejection or failure.
+    fitness: the child's selection fitness (``ood_val_acc``) when evaluated.
+    parent_fitness: the parent's fitness.
+    program_id: the child's id, if it has one.
+    parent_id: the parent's id.
+  """
+
+  iteration: int
+  scope: tuple[str, ...] | None
+  directive: str | None = None
+  feasible: bool = False
+  stage: str = "ok"
+  reason: str | None = None
+  fitness: float | None = None
+  parent_fitness: float | None = None
+  program_id: str | None = None
+  parent_id: str | None = None
+
+  @classmethod
+  def coerce(cls, row: Outcome | Mapping[str, Any]) -> Outcome:
+    """Accepts an :class:`Outcome` or a dict with the same keys (extra keys ignored)."""
+    if isinstance(row, Outcome):
+      return row
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in row.items() if k in names}
+    scope = values.get("scope")
+    if isinstance(scope, str):
+      values["scope"] = tuple(s for s in scope.split(",") if s)
+    elif scope is not None:
+      values["scope"] = tuple(scope)
+    return cls(**values)
+
+  @property
+  def fitness_delta(self) -> float | None:
+    if self.fitness is None or self.parent_fitness is None:
+      return None
+    return self.fitness - self.parent_fitness
+
+  @property
+  def label(self) -> str:
+    """``improved``, ``unchanged``, ``worse``, ``not evaluated`` or ``rejected (<stage>)``."""
+    if not self.feasible:
+      return f"rejected ({self.stage})"
+    delta = self.fitness_delta
+    if delta is None:
+      return "not evaluated"
+    return "improved" if delta > 0 else ("unchanged" if delta == 0 else "worse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plateau:
+  """How long the search has gone without a new best.
+
+  Attributes:
+    evaluations: finished proposals so far.
+    since_best: proposals since the best fitness last strictly improved.
+    best_fitness: the best fitness so far (``None`` before any evaluation).
+  """
+
+  evaluations: int
+  since_best: int
+  best_fitness: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProposalHistory:
+  """Every finished proposal of the search so far, oldest first."""
+
+  outcomes: tuple[Outcome, ...] = ()
+
+  @classmethod
+  def of(cls, rows: Sequence[Outcome | Mapping[str, Any]]) -> ProposalHistory:
+    return cls(tuple(Outcome.coerce(r) for r in rows))
+
+  def in_scope(self, scope: str) -> list[Outcome]:
+    """Outcomes of proposals whose scope included ``scope``."""
+    return [o for o in self.outcomes if o.scope and scope in o.scope]
+
+  def plateau(self) -> Plateau:
+    best: float | None = None
+    since = 0
+    for o in self.outcomes:
+      if best is None and o.parent_fitness is not None:
+        best = o.parent_fitness
+      if o.feasible and o.fitness is not None and (best is None or o.fitness > best):
+        best, since = o.fitness, 0
+      else:
+        since += 1
+    return Plateau(evaluations=len(self.outcomes), since_best=since, best_fitness=best)
+
+  def scope_gains(self, factors: Sequence[str]) -> dict[str, list[float]]:
+    """Per factor, the gain of each proposal scoped to it: ``max(0, fitness delta)``.
+
+    Rejected or unevaluated proposals gain 0, so a factor that keeps failing looks
+    no better than one that keeps producing worse children.
+    """
+    gains: dict[str, list[float]] = {f: [] for f in factors}
+    for o in self.outcomes:
+      if not o.scope or len(o.scope) != 1 or o.scope[0] not in gains:
+        continue
+      delta = o.fitness_delta if o.feasible else None
+      gains[o.scope[0]].append(max(0.0, delta) if delta is not None and math.isfinite(delta)
+                               else 0.0)
+    return gains
+
+
+@dataclasses.dataclass(frozen=True)
+class ParentInfo:
+  """The parent a proposal starts from.
+
+  Attributes:
+    program_id: its archive id.
+    text: its full program text.
+    metrics: its evaluation metrics (``ood_val_acc``, ``macs``, ...).
+    lineage: outcomes along its ancestry (the edits that led to it and failed
+      attempts from its ancestors), oldest first; dicts are accepted too.
+  """
+
+  program_id: str
+  text: str
+  metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  lineage: Sequence[Outcome | Mapping[str, Any]] = ()
+
+  def lineage_outcomes(self) -> list[Outcome]:
+    return [Outcome.coerce(r) for r in self.lineage]
+
+
+@dataclasses.dataclass
+class Proposal:
+  """What one proposal produced.
+
+  Attributes:
+    child_text: the child program, ``None`` when no usable child came back.
+    scope: the factors the child may differ in (``None`` = unscoped, e.g. free-form
+      strategies); the controller's scope check enforces it.
+    directive: the refinement directive given to the rewriter, if any.
+    decision: how it was decided, e.g. ``{"scope_source": "llm" | "fallback", ...}``.
+    calls: every LLM call made, in order.
+    error: one line saying why there is no child (``None`` when there is one).
+  """
+
+  child_text: str | None
+  scope: tuple[str, ...] | None
+  directive: str | None = None
+  decision: dict[str, Any] = dataclasses.field(default_factory=dict)
+  calls: list[LLMRecord] = dataclasses.field(default_factory=list)
+  error: str | None = None
+
+  @property
+  def ok(self) -> bool:
+    return self.child_text is not None and self.error is None
+
+
+class Proposer(abc.ABC):
+  """A strategy that proposes one child per call."""
+
+  name: str = "proposer"
+
+  @abc.abstractmethod
+  def propose(self, parent: ParentInfo, history: ProposalHistory,
+              rng: np.random.Generator) -> Proposal:
+    """Proposes one child of ``parent``; never raises for a bad LLM reply."""
+
+
+__all__ = ["Outcome", "ParentInfo", "Plateau", "Proposal", "ProposalHistory", "Proposer",
+           "ProposerConfig"]

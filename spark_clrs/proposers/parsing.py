@@ -1,0 +1,217 @@
+"""Turning LLM replies into decisions: the router's scope, the refiner's directive, the child.
+
+Real models wrap JSON in fences or prose, stop mid-program when they hit a token limit,
+forget the code fence, or hand the parent back unchanged. Each parser here either
+returns a usable value or raises :class:`ReplyError` with one line saying what was
+wrong, which the proposer records (and, for the router, feeds back in a retry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from spark_clrs import regions
+
+_FENCE_OPEN = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([A-Za-z0-9_+.-]*)[^\n]*$", re.MULTILINE)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+SAR_OUTPUTS = ("program", "region")
+MAX_DIRECTIVE_CHARS = 2000
+
+
+class ReplyError(ValueError):
+  """An LLM reply cannot be used; the message says why in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterChoice:
+  scope: str
+  rationale: str
+
+
+def strip_reasoning(text: str) -> str:
+  """Removes ``<think>...</think>`` blocks that reasoning models put before the answer."""
+  return _THINK.sub("", text).strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeBlock:
+  language: str
+  body: str
+  closed: bool
+
+
+def code_blocks(text: str) -> list[CodeBlock]:
+  """Fenced code blocks in order; an unclosed last block is returned with ``closed=False``."""
+  blocks: list[CodeBlock] = []
+  pos = 0
+  while True:
+    start = _FENCE_OPEN.search(text, pos)
+    if start is None:
+      return blocks
+    fence, language = start.group(1), start.group(2).lower()
+    body_start = start.end() + 1
+    close = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE)
+    end = close.search(text, body_start)
+    if end is None:
+      blocks.append(CodeBlock(language, text[body_start:], closed=False))
+      return blocks
+    blocks.append(CodeBlock(language, text[body_start:end.start()], closed=True))
+    pos = end.end()
+
+
+def _json_objects(text: str) -> list[Any]:
+  """Every ``{...}`` in ``text`` that parses as JSON, in order."""
+  found = []
+  decoder = json.JSONDecoder()
+  i = text.find("{")
+  while i != -1:
+    try:
+      value, end = decoder.raw_decode(text, i)
+    except json.JSONDecodeError:
+      i = text.find("{", i + 1)
+      continue
+    found.append(value)
+    i = text.find("{", end)
+  return found
+
+
+def parse_router_reply(text: str | None, factors: Sequence[str]) -> RouterChoice:
+  """The router's ``{"scope": ..., "rationale": ...}``, fenced or bare, prose around it allowed.
+
+  Raises:
+    ReplyError: no JSON object with a ``scope`` key, or a scope not in ``factors``.
+  """
+  if not text or not text.strip():
+    raise ReplyError("the reply is empty")
+  text = strip_reasoning(text)
+  candidates: list[Any] = []
+  for block in code_blocks(text):
+    candidates.extend(_json_objects(block.body))
+  candidates.extend(_json_objects(text))
+  objects = [c for c in candidates if isinstance(c, dict)]
+  if not objects:
+    raise ReplyError("no JSON object found; reply with {\"scope\": ..., \"rationale\": ...}")
+  with_scope = [o for o in objects if isinstance(o.get("scope"), str)]
+  if not with_scope:
+    raise ReplyError("the JSON object has no string field 'scope'")
+  by_upper = {f.upper(): f for f in factors}
+  bad = []
+  for obj in with_scope:
+    scope = obj["scope"].strip().strip("`'\" ").upper()
+    scope = scope.removesuffix(" REGION").removesuffix("_REGION")
+    if scope in by_upper:
+      rationale = obj.get("rationale", "")
+      return RouterChoice(scope=by_upper[scope], rationale=str(rationale).strip())
+    bad.append(obj["scope"])
+  raise ReplyError(f"scope {bad[0]!r} is not one of the factors {list(factors)}")
+
+
+def parse_directive(text: str | None) -> str:
+  """The refiner's directive: the reply without reasoning blocks, fences or surrounding blanks.
+
+  Raises:
+    ReplyError: the reply is empty or is code instead of a directive.
+  """
+  if not text or not text.strip():
+    raise ReplyError("the directive is empty")
+  text = strip_reasoning(text)
+  blocks = code_blocks(text)
+  if (len(blocks) == 1 and blocks[0].closed and _FENCE_OPEN.match(text)
+      and text.rstrip().endswith(("```", "~~~"))):
+    text = blocks[0].body  # The whole reply is one fenced block: use what is inside.
+  text = text.strip()
+  if not text:
+    raise ReplyError("the directive is empty")
+  if len(text) > MAX_DIRECTIVE_CHARS:
+    text = text[:MAX_DIRECTIVE_CHARS].rstrip() + " ..."
+  return text
+
+
+def _pick_block(text: str, want_markers: str | None) -> str:
+  """The fenced code block holding the answer (prefers Python blocks, then markers, then size)."""
+  blocks = code_blocks(text)
+  if not blocks:
+    raise ReplyError("no fenced code block in the reply; return the code in one ```python block")
+  closed = [b for b in blocks if b.closed]
+  if not blocks[-1].closed:
+    raise ReplyError("the reply is truncated: its code block is never closed (raise max_tokens "
+                     "or use --sar_output=region)")
+
+  def rank(block: CodeBlock) -> tuple[bool, bool, int]:
+    has_markers = bool(want_markers) and f"BEGIN {want_markers} REGION" in block.body
+    return (has_markers, block.language in ("python", "py", ""), len(block.body))
+
+  return max(closed, key=rank).body
+
+
+def _reindent(body: str, like: str) -> str:
+  """Shifts ``body`` to the indentation of the region body ``like``."""
+  target = ""
+  for line in like.split("\n"):
+    if line.strip():
+      target = line[:len(line) - len(line.lstrip())]
+      break
+  dedented = textwrap.dedent(body)
+  lines = [(target + line) if line.strip() else "" for line in dedented.split("\n")]
+  out = "\n".join(lines).rstrip("\n")
+  return out + "\n" if out else ""
+
+
+def extract_child(reply: str | None, parent_text: str, scope: str, *, mode: str = "program",
+                  finish_reason: str | None = None) -> str:
+  """The child program from a rewriter reply.
+
+  Args:
+    reply: the rewriter's reply text.
+    parent_text: the program the rewriter was given.
+    scope: the editable factor.
+    mode: ``program`` (the reply holds the whole program) or ``region`` (only the new
+      body of ``scope``, spliced into the parent here).
+    finish_reason: the provider's finish reason; ``length`` means the reply was cut off.
+
+  Raises:
+    ReplyError: truncated, fence-less, marker-less or unchanged replies.
+  """
+  if mode not in SAR_OUTPUTS:
+    raise ValueError(f"sar_output must be one of {SAR_OUTPUTS}, got {mode!r}")
+  if not reply or not reply.strip():
+    raise ReplyError("the rewriter reply is empty")
+  if finish_reason == "length":
+    raise ReplyError("the reply is truncated (finish_reason=length): raise max_tokens or use "
+                     "--sar_output=region")
+  text = strip_reasoning(reply)
+  body = _pick_block(text, scope if mode == "program" else None)
+  if mode == "program":
+    child = body.rstrip("\n") + ("\n" if parent_text.endswith("\n") else "")
+    try:
+      child_regions = regions.parse_regions(child)
+    except regions.RegionError as e:
+      raise ReplyError(f"the returned program's region markers are broken: {e}") from e
+    if scope not in child_regions:
+      raise ReplyError(f"the returned program has no {scope} region; it is truncated or "
+                       "incomplete")
+  else:
+    if "REGION =====" in body:
+      raise ReplyError("the region body contains region marker lines; return only the lines "
+                       "between the markers")
+    old = regions.get_region(parent_text, scope)
+    child = regions.replace_region(parent_text, scope, _reindent(body, old))
+  if child == parent_text or _same_code(child, parent_text):
+    raise ReplyError("the reply returns the parent unchanged")
+  return child
+
+
+def _same_code(a: str, b: str) -> bool:
+  """Equal up to trailing whitespace on each line."""
+  return [line.rstrip() for line in a.strip().split("\n")] == [
+      line.rstrip() for line in b.strip().split("\n")]
+
+
+__all__ = ["CodeBlock", "MAX_DIRECTIVE_CHARS", "ReplyError", "RouterChoice", "SAR_OUTPUTS",
+           "code_blocks", "extract_child", "parse_directive", "parse_router_reply",
+           "strip_reasoning"]
