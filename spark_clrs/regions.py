@@ -203,21 +203,49 @@ def diff_factors(parent: str, child: str) -> FactorDiff:
   return FactorDiff(changed=changed, outside_changed=outside)
 
 
+def _skeleton_lines(text: str) -> list[tuple[int, str]]:
+  """Lines outside every region body (markers included) with their 1-based line numbers.
+
+  Each region body is collapsed into one placeholder line numbered like its first body
+  line, so that two skeletons can be compared line by line.
+  """
+  regions = parse_regions(text)
+  lines = text.split("\n")
+  inside = {}
+  for region in regions.values():
+    inside.update({i: region.name for i in range(region.begin + 1, region.end)})
+  out: list[tuple[int, str]] = []
+  for lineno, line in enumerate(lines, start=1):
+    name = inside.get(lineno)
+    if name is None:
+      out.append((lineno, line))
+    elif lineno == regions[name].begin + 1:
+      out.append((lineno, f"<{name} body>"))
+  return out
+
+
 def outside_scope_changes(parent: str, child: str, scope: Sequence[str]) -> list[str]:
   """Human-readable list of what changed outside ``scope`` (empty when in scope).
 
-  Each entry names a factor or the first differing skeleton line, so that a
-  rejection reason can say exactly what was touched.
+  Each entry names a factor or the first differing read-only line (with its line number
+  in the child), so that a rejection reason can say exactly what was touched.
   """
   diff = diff_factors(parent, child)
   problems = [f"region {n}" for n in diff.changed if n not in scope]
   if diff.outside_changed:
-    p_lines = skeleton(parent, keep=list(parse_regions(parent))).split("\n")
-    c_lines = skeleton(child, keep=list(parse_regions(child))).split("\n")
-    for i, (a, b) in enumerate(zip(p_lines, c_lines)):
+    p_lines = _skeleton_lines(parent)
+    c_lines = _skeleton_lines(child)
+    for (_, a), (c_no, b) in zip(p_lines, c_lines, strict=False):
       if a != b:
-        problems.append(f"read-only text near skeleton line {i + 1}: {a.strip()!r} -> {b.strip()!r}")
+        problems.append(f"read-only line {c_no}: {a.strip()!r} -> {b.strip()!r}")
         break
     else:
-      problems.append("read-only text: lines added or removed outside the regions")
+      if len(c_lines) > len(p_lines):
+        c_no, b = c_lines[len(p_lines)]
+        problems.append(f"read-only line {c_no}: added {b.strip()!r}")
+      elif len(p_lines) > len(c_lines):
+        p_no, a = p_lines[len(c_lines)]
+        problems.append(f"read-only text: parent line {p_no} {a.strip()!r} was removed")
+      else:
+        problems.append("read-only text: the set of regions differs from the parent's")
   return problems

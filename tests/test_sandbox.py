@@ -1,0 +1,206 @@
+"""Tests for ``spark_clrs.sandbox``: every way a child can misbehave has its own status.
+
+The misbehaving targets live in ``tests/data/sandbox_targets.py`` and run only inside
+the sandbox. Each test checks the status, that the calling process is unharmed (it keeps
+running the next test) and, where the child forks, that no process is left behind.
+"""
+
+import os
+import pathlib
+import tempfile
+import time
+from unittest import mock
+
+import psutil
+from absl.testing import absltest
+
+from spark_clrs import sandbox
+
+TARGETS_DIR = str(pathlib.Path(__file__).resolve().parent / "data")
+ENV = {"PYTHONPATH": TARGETS_DIR}
+FAST = sandbox.Limits(timeout_s=3.0, memory_mb=512, max_output_bytes=1 << 20)
+SECRETS = {
+    "OPENAI_API_KEY": "sk-test-not-a-real-key",
+    "ANTHROPIC_API_KEY": "sk-ant-test",
+    "AWS_SECRET_ACCESS_KEY": "aws-test",
+    "GITHUB_TOKEN": "ghp-test",
+    "HTTPS_PROXY": "http://proxy.invalid:3128",
+    "http_proxy": "http://proxy.invalid:3128",
+    "DB_PASSWORD": "hunter2",
+    "JAX_PLATFORMS": "cpu",
+}
+
+
+def _gone(pid: int) -> bool:
+  try:
+    return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+  except psutil.NoSuchProcess:
+    return True
+
+
+class _SandboxCase(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = pathlib.Path(self.create_tempdir().full_path)
+
+  def run_target(self, name: str, payload: dict | None = None,
+                 limits: sandbox.Limits = FAST) -> sandbox.ChildResult:
+    return sandbox.run_in_child(f"sandbox_targets:{name}", payload or {},
+                                workdir=self.tmp / name, limits=limits, extra_env=ENV)
+
+  def assert_forks_cleaned(self, pid_dir: pathlib.Path) -> None:
+    pids = [int(p) for p in (pid_dir / "children").read_text().split()]
+    pids += [int(p.name.split("_")[1]) for p in pid_dir.glob("daemon_*")]
+    self.assertLen(pids, 4)  # Three children and the double-forked daemon.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+      time.sleep(0.05)
+    self.assertEqual([p for p in pids if not _gone(p)], [])
+
+
+class RunInChildTest(_SandboxCase):
+
+  def test_ok_runs_in_private_workdir(self):
+    result = self.run_target("echo", {"x": 1})
+    self.assertEqual(result.status, "ok", result.reason)
+    self.assertEqual(result.value["echo"], {"x": 1})
+    self.assertEqual(result.value["cwd"], str((self.tmp / "echo").resolve()))
+    self.assertEqual(result.value["home"], str((self.tmp / "echo").resolve()))
+
+  def test_exception_is_error_with_type_and_message(self):
+    result = self.run_target("raise_error")
+    self.assertEqual(result.status, "error")
+    self.assertIn("ValueError: boom from the child", result.reason)
+    self.assertIn("sandbox_targets.py", result.reason)
+
+  def test_sys_exit_and_non_dict_are_errors(self):
+    self.assertEqual(self.run_target("exit_early").status, "error")
+    result = self.run_target("not_a_dict")
+    self.assertEqual(result.status, "error")
+    self.assertIn("expected a JSON object", result.reason)
+
+  def test_sleep_forever_times_out(self):
+    result = self.run_target("sleep_forever")
+    self.assertEqual(result.status, "timeout")
+    self.assertIn("3 s", result.reason)
+
+  def test_segfault_is_crashed_with_signal(self):
+    result = self.run_target("segfault")
+    self.assertEqual(result.status, "crashed")
+    self.assertIn("SIGSEGV", result.reason)
+
+  def test_unbounded_allocation_is_memory(self):
+    result = self.run_target("allocate_forever")
+    self.assertEqual(result.status, "memory", result.reason)
+    self.assertIn("512 MB", result.reason)
+
+  def test_50gb_allocation_is_memory(self):
+    result = self.run_target("allocate_50gb")
+    self.assertEqual(result.status, "memory", result.reason)
+
+  def test_huge_output_is_output_limit(self):
+    result = self.run_target("huge_output")
+    self.assertEqual(result.status, "output_limit", result.reason)
+
+  def test_forked_children_are_killed_on_timeout(self):
+    pid_dir = self.tmp / "pids"
+    pid_dir.mkdir()
+    result = self.run_target("fork_children", {"pid_dir": str(pid_dir), "hang": True})
+    self.assertEqual(result.status, "timeout")
+    self.assert_forks_cleaned(pid_dir)
+
+  def test_forked_children_are_killed_after_success(self):
+    pid_dir = self.tmp / "pids"
+    pid_dir.mkdir()
+    result = self.run_target("fork_children", {"pid_dir": str(pid_dir), "hang": False})
+    self.assertEqual(result.status, "ok", result.reason)
+    self.assert_forks_cleaned(pid_dir)
+
+  def test_api_keys_in_parent_env_are_invisible(self):
+    with mock.patch.dict(os.environ, SECRETS):
+      self.assertEqual(os.environ["OPENAI_API_KEY"], SECRETS["OPENAI_API_KEY"])
+      result = self.run_target("read_env")
+    self.assertEqual(result.status, "ok", result.reason)
+    env = result.value["env"]
+    for name in SECRETS:
+      if name != "JAX_PLATFORMS":
+        self.assertNotIn(name, env)
+    self.assertNotIn(SECRETS["OPENAI_API_KEY"], str(env))
+    self.assertEqual(env["JAX_PLATFORMS"], "cpu")
+    self.assertIn("PATH", env)
+
+  def test_progress_names_where_a_killed_child_was(self):
+    result = self.run_target("progress_then_hang", {"name": "cand"})
+    self.assertEqual(result.status, "timeout")
+    self.assertEqual(result.progress, {"stage": "shape", "candidate": "cand"})
+
+  def test_jax_model_runs_under_default_limits(self):
+    limits = sandbox.Limits(timeout_s=120.0)  # Default memory and address-space limits.
+    result = self.run_target("small_jax_model", {"hidden": 32}, limits=limits)
+    self.assertEqual(result.status, "ok", result.reason + result.stderr_tail)
+    self.assertEqual(result.value["grad_leaves"], 6)
+
+
+class WorkerTest(_SandboxCase):
+
+  def test_warm_worker_isolates_each_run(self):
+    pid_dir = self.tmp / "pids"
+    pid_dir.mkdir()
+    worker = sandbox.Worker(workdir=self.tmp / "worker", preload=("numpy",), extra_env=ENV)
+    with mock.patch.dict(os.environ, SECRETS), worker:
+      def run(name, payload=None):
+        return worker.run(f"sandbox_targets:{name}", payload or {}, workdir=self.tmp / name,
+                          limits=FAST)
+
+      echo = run("echo", {"y": 2})
+      self.assertEqual(echo.status, "ok", echo.reason)
+      self.assertEqual(echo.value["home"], str((self.tmp / "echo").resolve()))
+      self.assertEqual(run("segfault").status, "crashed")
+      self.assertEqual(run("raise_error").status, "error")
+      self.assertEqual(run("huge_output").status, "output_limit")
+      self.assertEqual(run("allocate_forever").status, "memory")
+      env = run("read_env").value["env"]
+      self.assertNotIn("OPENAI_API_KEY", env)
+      self.assertNotIn(SECRETS["OPENAI_API_KEY"], str(env))
+      forks = run("fork_children", {"pid_dir": str(pid_dir), "hang": True})
+      self.assertEqual(forks.status, "timeout")
+      self.assert_forks_cleaned(pid_dir)
+      self.assertTrue(worker.alive)
+      killed = run("kill_worker")
+      self.assertEqual(killed.status, "crashed")
+      self.assertIn("worker died", killed.reason)
+      self.assertEqual(run("echo").status, "ok")  # Restarted transparently.
+    self.assertFalse(worker.alive)
+
+
+class EnvTest(absltest.TestCase):
+
+  def test_scrubbed_env_keeps_settings_and_drops_secrets(self):
+    home = pathlib.Path(tempfile.gettempdir())
+    env = sandbox.scrubbed_env(home=home, environ={
+        "PATH": "/bin", "XLA_FLAGS": "--x", "LC_ALL": "C", "SSH_AUTH_SOCK": "/s",
+        "RANDOM_VAR": "1", **SECRETS})
+    self.assertEqual(env["PATH"], "/bin")
+    self.assertEqual(env["XLA_FLAGS"], "--x")
+    self.assertEqual(env["JAX_PLATFORMS"], "cpu")
+    self.assertEqual(env["HOME"], str(home))
+    for name in ("SSH_AUTH_SOCK", "RANDOM_VAR", "OPENAI_API_KEY", "http_proxy",
+                 "DB_PASSWORD", "GITHUB_TOKEN"):
+      self.assertNotIn(name, env)
+
+  def test_secret_extra_env_is_refused(self):
+    with self.assertRaisesRegex(ValueError, "looks like a secret"):
+      sandbox.scrubbed_env(home=pathlib.Path("/tmp"), extra={"MY_API_KEY": "x"})
+
+  def test_address_space_defaults(self):
+    with mock.patch.dict(os.environ, {"JAX_PLATFORMS": "cpu"}):
+      self.assertEqual(sandbox.Limits(memory_mb=4096).resolved_address_space_mb(), 12288)
+    with mock.patch.dict(os.environ, {"JAX_PLATFORMS": "cuda"}):
+      self.assertEqual(sandbox.Limits(memory_mb=4096).resolved_address_space_mb(), 0)
+    self.assertEqual(sandbox.Limits(address_space_mb=0).resolved_address_space_mb(), 0)
+    self.assertEqual(sandbox.Limits(address_space_mb=999).resolved_address_space_mb(), 999)
+
+
+if __name__ == "__main__":
+  absltest.main()
