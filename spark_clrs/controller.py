@@ -1,0 +1,593 @@
+"""The search loop (SPEC §1): sample -> propose -> scope check -> checks -> train -> archive.
+
+`Controller` drives one run directory. Each iteration k samples a parent
+from island k mod num_islands, asks the configured proposer for a child,
+rejects an out-of-scope child as ``entangled`` when the freeze is on, runs
+the feasibility checks and the training/evaluation (both in sandboxed
+children), and archives the result. The seed program is candidate 0,
+evaluated before any proposal and not counted as one.
+
+Everything is written as it happens: the candidate with its LLM calls and
+decisions (one SQLite transaction), its program file, an event in
+``logs/events.jsonl`` and a line in ``logs/search.log``. That makes resuming
+exact: a recorded proposal is never asked for again, a candidate whose
+evaluation was running at a crash is re-run (in a fresh working directory),
+and a proposal that was being made is re-made from the same seeded RNG, its
+LLM replies coming from the run's reply cache.
+
+With ``parallel_evaluations=N`` the loop runs in generations of N: N
+proposals from the same archive state, their checks and trainings in
+parallel threads (each in its own sandboxed child), then archived in
+iteration order, so a given seed and N give the same run however the
+evaluations interleave.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import traceback
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import numpy as np
+
+from spark_clrs import archive as archive_lib
+from spark_clrs import config as config_lib
+from spark_clrs import plots, progress, regions, rundir, summary
+from spark_clrs.archive_db import PENDING_STATUSES, Candidate
+
+FITNESS = "ood_val_acc"
+SEED_ID = 0
+LINEAGE_WINDOW = 16
+
+
+class SearchError(RuntimeError):
+  """The search cannot go on (e.g. the seed program fails); the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """What checking and evaluating one candidate gave (computed off the main thread)."""
+
+  status: str  # evaluated | rejected | failed
+  stage: str
+  reason: str
+  metrics: dict[str, Any]
+  fitness: float | None = None
+  features: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class EventLog:
+  """Persists events to the archive, ``logs/events.jsonl`` and ``logs/search.log``."""
+
+  def __init__(self, run: rundir.RunDir, archive: archive_lib.Archive,
+               bar: progress.Progress):
+    self._archive = archive
+    self._bar = bar
+    self._events = open(run.events_path, "a", encoding="utf-8")  # noqa: SIM115
+    self._handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    self._logger = logging.getLogger("spark_clrs")
+    self._logger.addHandler(self._handler)
+    if self._logger.level == logging.NOTSET or self._logger.level > logging.INFO:
+      self._logger.setLevel(logging.INFO)
+    self._logger.propagate = False  # The console gets our own lines (or the bar) instead.
+
+  def event(self, kind: str, candidate_id: int | None = None, message: str | None = None,
+            **data: Any) -> None:
+    """Records one event; ``message`` also goes to the text log and the console."""
+    now = self._archive.db.insert_event(kind, candidate_id, data)
+    line = {"time": now, "kind": kind, "candidate_id": candidate_id, **data}
+    self._events.write(json.dumps(line, default=str, sort_keys=True) + "\n")
+    self._events.flush()
+    if message:
+      self.say(message)
+
+  def say(self, message: str, level: int = logging.INFO) -> None:
+    self._logger.log(level, message)
+    self._bar.message(message)
+
+  def close(self) -> None:
+    self._events.close()
+    self._logger.removeHandler(self._handler)
+    self._handler.close()
+    self._logger.propagate = True
+
+
+def _outcome_row(c: Candidate, by_id: dict[int, Candidate]) -> dict[str, Any]:
+  """A finished proposal as the proposers' ``Outcome`` sees it."""
+  parent = by_id.get(c.parent_id) if c.parent_id is not None else None
+  return {"iteration": c.id, "scope": c.scope, "directive": c.directive,
+          "feasible": c.can_be_parent, "stage": "ok" if c.can_be_parent else (c.stage or "?"),
+          "reason": c.reason or None, "fitness": c.fitness,
+          "parent_fitness": parent.fitness if parent else None, "program_id": str(c.id),
+          "parent_id": None if parent is None else str(parent.id)}
+
+
+EvaluateFn = Callable[..., Any]
+
+
+class Controller:
+  """Runs (or resumes) one search in an opened run directory.
+
+  Args:
+    opened: the run directory and configuration from `rundir.open_run`.
+    stream: where progress goes (default stderr).
+    proposer: a `Proposer` to use instead of the one ``--strategy`` names.
+    evaluate: the evaluation function, called as ``evaluate(program_path, profile,
+      seeds, workdir=..., limits=...)`` and returning an object with ``status``,
+      ``metrics`` and ``reason`` (default `spark_clrs.evaluator.evaluate`, which
+      trains in a sandboxed child); other executors plug in here.
+  """
+
+  def __init__(self, opened: rundir.OpenedRun, *, stream: TextIO | None = None,
+               proposer: Any = None, evaluate: EvaluateFn | None = None):
+    self.config = opened.config
+    self.run_dir = opened.run
+    self._opened = opened
+    self._stream = stream
+    self._proposer_override = proposer
+    self._evaluate_fn = evaluate
+    self.profile = None
+    self.budget = None
+
+  # Setup -------------------------------------------------------------------
+  def _profile(self) -> Any:
+    from spark_clrs import profiles
+
+    overrides = {}
+    fields = {f.name: f for f in dataclasses.fields(profiles.EvalProfile)}
+    for item in self.config.profile_overrides:
+      name, _, text = item.partition("=")
+      if name not in fields or name == "name":
+        raise config_lib.ConfigError(
+            f"--profile_overrides={item!r}: {name!r} is not a profile field; use one of "
+            f"{', '.join(profiles.field_names())}")
+      overrides[name] = _parse_value(text, getattr(profiles.PROFILES["spark"], name))
+    try:
+      return profiles.get_profile(self.config.profile, **overrides)
+    except ValueError as e:
+      raise config_lib.ConfigError(f"--profile={self.config.profile}: {e}") from None
+
+  def _proposer(self) -> Any:
+    from spark_clrs import llm, proposers
+
+    if self._proposer_override is not None:
+      return self._proposer_override
+    cfg = self.config
+    client = llm.LLMClient(
+        llm.LLMConfig(model=cfg.llm_model or None, api_base=cfg.llm_api_base or None,
+                      temperature=cfg.llm_temperature, timeout=cfg.llm_timeout,
+                      retries=cfg.llm_retries, seed=cfg.seed),
+        llm.ReplyCache(self.run_dir.llm_cache_path))
+    proposer_config = proposers.ProposerConfig(
+        task=self.profile.algorithm, sar_output=cfg.sar_output,
+        router_retries=cfg.router_retries)
+    try:
+      return proposers.make_proposer(cfg.strategy, proposer_config, client, cfg.factors)
+    except ValueError as e:
+      raise config_lib.ConfigError(f"--strategy={cfg.strategy}: {e}") from None
+
+  def _check_config(self) -> Any:
+    from spark_clrs import checks
+
+    p = self.profile
+    sizes = sorted({min(p.train_lengths), max(p.ood_val_length, p.test_length, p.val_length)})
+    return checks.CheckConfig(shape_sizes=tuple(sizes),
+                              shape_batch=max(p.batch_size, p.eval_batch_size),
+                              macs_nb_nodes=p.macs_nb_nodes, use_ln=p.use_ln,
+                              nb_triplet_fts=p.nb_triplet_fts)
+
+  def _limits(self, kind: str) -> Any:
+    from spark_clrs import sandbox
+
+    cfg = self.config
+    if kind == "check":
+      return sandbox.Limits(timeout_s=cfg.check_timeout_s, memory_mb=cfg.check_memory_mb)
+    return sandbox.Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb)
+
+  # Main entry --------------------------------------------------------------
+  def run(self) -> None:
+    """Runs the remaining iterations and writes the results; resumable at any point."""
+    cfg = self.config
+    with rundir.RunLock(self.run_dir):
+      self.profile = self._profile()
+      archive = archive_lib.Archive(self.run_dir.archive_path,
+                                    archive_lib.ArchiveSettings.from_config(cfg))
+      self.archive = archive
+      done = sum(1 for c in archive.candidates()
+                 if c.is_proposal and c.status not in PENDING_STATUSES)
+      self.bar = progress.Progress(cfg.iterations, start=min(done, cfg.iterations),
+                                   mode=cfg.progress, stream=self._stream)
+      self.log = EventLog(self.run_dir, archive, self.bar)
+      try:
+        for note in self._opened.notes:
+          self.log.say(note)
+        self.log.event("start", message=None, resumed=self._opened.resumed,
+                       config=cfg.to_dict(), profile=self.profile.to_dict())
+        self._run_loop()
+      except KeyboardInterrupt:
+        self.log.event("interrupted", message="interrupted: re-run the same command to resume")
+        raise
+      finally:
+        try:
+          self.write_results()
+        finally:
+          self.bar.close()
+          self.log.close()
+          archive.close()
+
+  def _run_loop(self) -> None:
+    from spark_clrs import checks
+
+    cfg = self.config
+    self.run_dir.ensure_programs({c.id: c.code for c in self.archive.candidates() if c.code})
+    self.check_config = self._check_config()
+    self.proposer = self._proposer()
+    if self._evaluate_fn is None:
+      from spark_clrs.evaluator import evaluate  # Parent side: trains in a sandboxed child.
+
+      self._evaluate_fn = evaluate
+    if self._proposer_override is not None:
+      self.log.say(f"proposer: {type(self.proposer).__name__} (given by the caller)")
+    elif not cfg.llm_model:
+      self.log.say("proposer: no --llm_model set, so the built-in offline proposer "
+                   "spark/offline (a rule-based catalogue of factor-local moves, not an LLM) "
+                   "answers the router, refiner and rewriter")
+    else:
+      self.log.say(f"proposer: {cfg.strategy} with LLM {cfg.llm_model}"
+                   f"{' at ' + cfg.llm_api_base if cfg.llm_api_base else ''}")
+    worker = checks.make_worker(self.run_dir.work / "check-worker") if cfg.feasibility_check \
+        else None
+    try:
+      if worker is not None:
+        worker.start()
+      self.worker = worker
+      self._ensure_seed()
+      self.budget = self._budget()
+      n = cfg.parallel_evaluations
+      next_id = (self.archive.db.max_candidate_id() or 0) + 1
+      # Finish the generation that was interrupted, then the candidates left in flight.
+      generation_end = min(cfg.iterations, SEED_ID + n * math.ceil((next_id - 1) / n))
+      for k in range(next_id, generation_end + 1):
+        self._propose(k)
+      self._process(self.archive.pending())
+      k = max(next_id, generation_end + 1)
+      while k <= cfg.iterations:
+        batch = list(range(k, min(k + n, cfg.iterations + 1)))
+        for j in batch:
+          self._propose(j)
+        self._process([c for c in (self.archive.get(j) for j in batch)
+                       if c is not None and c.status in PENDING_STATUSES])
+        k = batch[-1] + 1
+      self.log.event("finished", message=f"search finished: {cfg.iterations} proposals in "
+                     f"{self.run_dir.root}")
+    finally:
+      if worker is not None:
+        worker.close()
+
+  # Seed ----------------------------------------------------------------------
+  def _ensure_seed(self) -> None:
+    import processors
+
+    seed = self.archive.get(SEED_ID)
+    if seed is None:
+      try:
+        text = processors.resolve(self.config.seed_program).read_text()
+      except processors.ProgramLoadError as e:
+        raise config_lib.ConfigError(f"--seed_program: {e}") from None
+      try:
+        regions.require_regions(text, self.config.factors)
+      except regions.RegionError as e:
+        raise config_lib.ConfigError(f"--seed_program={self.config.seed_program} does not fit "
+                                     f"--factors={','.join(self.config.factors)}: {e}") from None
+      self.archive.record_proposal(
+          SEED_ID, parent_id=None, island=None, strategy="seed", scope=None, directive=None,
+          decision={"seed_program": self.config.seed_program}, code=text)
+      self.run_dir.write_program(SEED_ID, text)
+      self.log.event("seed", SEED_ID, message=f"seed: {self.config.seed_program} is "
+                     "candidate 0", seed_program=self.config.seed_program)
+      seed = self.archive.get(SEED_ID)
+    if seed.status in PENDING_STATUSES:
+      self._process([seed])
+      seed = self.archive.get(SEED_ID)
+    if not seed.can_be_parent:
+      raise SearchError(f"the seed program {self.config.seed_program} failed at "
+                        f"{seed.stage}: {seed.reason}; fix it (try python -m spark_clrs.check "
+                        f"{self.run_dir.program_path(SEED_ID)}) and start a new --output")
+
+  def _budget(self) -> Any:
+    """Caps for the budget check: flags, else budget_factor x the seed's cost."""
+    from spark_clrs import checks
+
+    if not self.config.feasibility_check:
+      return None
+    stored = self.archive.db.get_meta("budget")
+    if stored is None:
+      seed = self.archive.get(SEED_ID)
+      params = seed.metrics.get("check_param_count") or seed.metrics.get(
+          "processor_param_count") or 0
+      macs = seed.metrics.get("check_macs") or seed.metrics.get("macs") or 0
+      factor = self.config.budget_factor
+      stored = {"max_param_count": self.config.max_param_count or math.ceil(factor * params),
+                "max_macs": self.config.max_macs or math.ceil(factor * macs)}
+      self.archive.db.set_meta("budget", stored)
+      self.log.event("budget", message=f"budget caps: {stored['max_param_count']:,} processor "
+                     f"parameters, {stored['max_macs']:,} MACs per step", **stored)
+    return checks.Budget(**stored)
+
+  # Proposal --------------------------------------------------------------------
+  def _propose(self, k: int) -> None:
+    """Makes and records proposal k (skipped if it is recorded already)."""
+    if self.archive.get(k) is not None:
+      return
+    from spark_clrs.proposers import ParentInfo, ProposalHistory, population
+
+    cfg = self.config
+    self._between_iterations(k - 1)
+    rng = np.random.default_rng([cfg.seed, k])
+    selection = self.archive.sample_parent((k - 1) % cfg.num_islands, rng)
+    parent = selection.parent
+    everyone = self.archive.candidates()
+    by_id = {c.id: c for c in everyone}
+    history = ProposalHistory.of([_outcome_row(c, by_id) for c in everyone
+                                  if c.is_proposal and c.status not in PENDING_STATUSES])
+    request = getattr(self.proposer, "context_request", None)
+    info = ParentInfo(
+        program_id=str(parent.id), text=parent.code, metrics=parent.metrics,
+        lineage=[_outcome_row(c, by_id) for c in self.archive.lineage(parent.id, LINEAGE_WINDOW)],
+        decision=parent.decision, cell=self.archive.cell(parent.features),
+        inspirations=population.inspirations(self.archive, parent, selection.island, request)
+        if request is not None else ())
+    try:
+      proposal = self.proposer.propose(info, history, rng)
+    except Exception as e:  # A proposer bug costs one proposal, never the search.
+      self.log.say(f"proposal {k}: the proposer raised\n{traceback.format_exc()}",
+                   logging.ERROR)
+      proposal = None
+      error = f"proposer error: {type(e).__name__}: {e}"
+    child = proposal.child_text if proposal is not None else None
+    scope = tuple(proposal.scope) if proposal is not None and proposal.scope else None
+    changed, entangled, outside = self._entanglement(parent.code, child, scope)
+    status, stage, reason = "proposed", None, None
+    if child is None:
+      status, stage = "rejected", "proposal"
+      reason = (proposal.error if proposal is not None else error) or "no child program"
+    elif cfg.freeze_non_selected_region and scope and entangled:
+      status, stage = "rejected", "entangled"
+      reason = f"entangled: changed outside {'+'.join(scope)}: {'; '.join(outside)}"
+    decision = dict(proposal.decision) if proposal is not None else {}
+    decision.update(parent_selection=selection.method, island=selection.island)
+    calls = [c.to_dict() for c in proposal.calls] if proposal is not None else []
+    self.archive.record_proposal(
+        k, parent_id=parent.id, island=selection.island, strategy=cfg.strategy, scope=scope,
+        directive=proposal.directive if proposal is not None else None, decision=decision,
+        code=child, changed_factors=changed, entangled=entangled, llm_calls=calls,
+        status=status, stage=stage, reason=reason)
+    if child is not None:
+      self.run_dir.write_program(k, child)
+    tokens = sum(int(c.get("prompt_tokens") or 0) + int(c.get("completion_tokens") or 0)
+                 for c in calls)
+    where = "+".join(scope) if scope else "unscoped"
+    text = f"proposal {k}: parent {parent.id} ({selection.method}, island {selection.island})"
+    text += f", scope {where} [{decision.get('scope_source', '-')}]"
+    if status == "rejected":
+      text += f" -> rejected: {reason}"
+      self._after_candidate()
+    self.log.event("proposal", k, message=text, parent_id=parent.id, scope=scope,
+                   directive=proposal.directive if proposal is not None else None,
+                   decision=decision, status=status, stage=stage, reason=reason,
+                   entangled=entangled, changed_factors=changed, llm_calls=len(calls),
+                   cached_calls=sum(bool(c.get("cached")) for c in calls), tokens=tokens)
+
+  def _between_iterations(self, done: int) -> None:
+    """Ring migration and the strategy's island reset due after iteration ``done``.
+
+    Both are recorded in the archive with the iteration, so a resumed run never
+    repeats or skips one.
+    """
+    cfg = self.config
+    if done > 0 and done % cfg.migration_interval == 0:
+      moves = self.archive.migrate(done)
+      if moves:
+        self.log.event("migration", message=f"migration after iteration {done}: "
+                       f"{len(moves)} program(s) moved along the ring",
+                       iteration=done, moves=moves)
+    reset = getattr(self.proposer, "island_reset", None)
+    if reset is not None and reset.due(done):
+      rng = np.random.default_rng([cfg.seed, done, 1])
+      resets = self.archive.reset_islands(done, reset.fraction, rng)
+      if resets:
+        self.log.event("island_reset", message=f"island reset after iteration {done}: "
+                       f"islands {sorted(r[0] for r in resets)} restarted from the best of "
+                       "surviving islands", iteration=done, resets=resets)
+
+  @staticmethod
+  def _entanglement(parent: str, child: str | None,
+                    scope: tuple[str, ...] | None) -> tuple[tuple[str, ...], bool | None, list[str]]:
+    """(changed factors, entangled?, what changed outside the scope) of a child."""
+    if child is None:
+      return (), None, []
+    try:
+      diff = regions.diff_factors(parent, child)
+    except regions.RegionError as e:
+      return (), True, [f"region markers broken ({e})"]
+    if scope:
+      entangled = not diff.touches_only(scope)
+      outside = regions.outside_scope_changes(parent, child, scope) if entangled else []
+      return diff.changed, entangled, outside
+    return diff.changed, diff.is_entangled, []
+
+  # Checks + evaluation -----------------------------------------------------------
+  def _process(self, batch: list[Candidate]) -> None:
+    """Checks and evaluates candidates (in parallel threads), archived in id order."""
+    if not batch:
+      return
+    parents = {}
+    for c in batch:
+      parent = self.archive.get(c.parent_id) if c.parent_id is not None else None
+      parents[c.id] = parent.code if parent is not None else None
+      self.archive.mark_evaluating(c.id)
+      self.log.event("evaluating", c.id)
+    workers = min(self.config.parallel_evaluations, len(batch))
+    if workers == 1:
+      for c in batch:
+        self._record(c, self._safe_evaluate(c, parents[c.id]))
+      return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+      futures = [(c, pool.submit(self._safe_evaluate, c, parents[c.id])) for c in batch]
+      for c, future in futures:
+        self._record(c, future.result())
+
+  def _safe_evaluate(self, c: Candidate, parent_text: str | None) -> Outcome:
+    try:
+      return self._evaluate(c, parent_text)
+    except Exception as e:  # Our own bug in one evaluation must not end the search.
+      logging.getLogger("spark_clrs").error("candidate %d: %s", c.id, traceback.format_exc())
+      return Outcome("failed", "evaluate", f"evaluate: internal error {type(e).__name__}: {e}",
+                     {})
+
+  def _evaluate(self, c: Candidate, parent_text: str | None) -> Outcome:
+    """Feasibility checks, then training + evaluation, of one candidate.
+
+    Runs in a worker thread when evaluations are parallel, so it never touches
+    the archive (the main thread records the outcome).
+    """
+    from spark_clrs import checks
+
+    cfg = self.config
+    check_metrics: dict[str, Any] = {}
+    if cfg.feasibility_check:
+      if not (cfg.freeze_non_selected_region and c.scope):
+        parent_text = None  # Scope not enforced: the entanglement is measured, not rejected.
+      verdict = checks.run_checks(
+          c.code, parent_text=parent_text, scope=c.scope if parent_text else None,
+          budget=self.budget if c.id != SEED_ID else None,
+          workdir=_fresh_dir(self.run_dir.work / f"{c.id:04d}", "check"),
+          limits=self._limits("check"), hidden=self.profile.hidden,
+          config=self.check_config, worker=self.worker)
+      check_metrics = {"check_param_count": verdict.param_count, "check_macs": verdict.macs}
+      if not verdict.feasible:
+        return Outcome("rejected", verdict.stage, verdict.reason, check_metrics)
+    result = self._evaluate_fn(
+        str(self.run_dir.program_path(c.id)), self.profile, list(cfg.training_seeds),
+        workdir=_fresh_dir(self.run_dir.work / f"{c.id:04d}", "eval"),
+        limits=self._limits("eval"))
+    metrics = {**check_metrics, **dict(result.metrics or {})}
+    if result.status != "ok":
+      return Outcome("failed", "evaluate", f"evaluate: {result.status}: {result.reason}",
+                     metrics)
+    fitness = metrics.get(FITNESS)
+    if not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
+      return Outcome("failed", "evaluate", f"evaluate: {FITNESS} is {fitness!r}, not a finite "
+                     "number", metrics)
+    features = {}
+    for dim in cfg.feature_dims:
+      value = metrics.get(dim, metrics.get(f"check_{dim}"))
+      features[dim] = float(value) if isinstance(value, (int, float)) else 0.0
+    return Outcome("evaluated", "ok", "", metrics, float(fitness), features)
+
+  def _record(self, c: Candidate, outcome: Outcome) -> None:
+    best_before = self.archive.best()
+    if outcome.status == "evaluated":
+      self.archive.record_result(c.id, outcome.metrics, outcome.fitness, outcome.features)
+    elif outcome.status == "rejected":
+      self.archive.record_rejection(c.id, outcome.stage, outcome.reason, outcome.metrics)
+    else:
+      self.archive.record_failure(c.id, outcome.stage, outcome.reason, outcome.metrics)
+    name = "seed" if c.id == SEED_ID else f"candidate {c.id}"
+    if outcome.status == "evaluated":
+      text = (f"{name}: {FITNESS} {outcome.fitness:.4f} (test "
+              f"{_fmt(outcome.metrics.get('ood_acc'))}, {_fmt(outcome.metrics.get('macs'))} "
+              f"MACs, {_fmt(outcome.metrics.get('train_seconds'))} s training)")
+      if best_before is not None and outcome.fitness > best_before.fitness:
+        text += f" NEW BEST (was {best_before.fitness:.4f})"
+    else:
+      text = f"{name}: {outcome.status} at {outcome.stage}: {outcome.reason}"
+    self._after_candidate()
+    self.log.event("result", c.id, message=text, status=outcome.status, stage=outcome.stage,
+                   reason=outcome.reason, fitness=outcome.fitness, metrics=outcome.metrics)
+
+  def _after_candidate(self) -> None:
+    """Refreshes progress and results/summary.json after each finished candidate."""
+    candidates = self.archive.candidates()
+    proposals = [c for c in candidates if c.is_proposal and c.status not in PENDING_STATUSES]
+    valid = sum(c.can_be_parent for c in proposals)
+    best = self.archive.best()
+    self.bar.update(len(proposals), best=best.fitness if best else None,
+                    valid_rate=valid / len(proposals) if proposals else None)
+    self._write_summary(candidates)
+
+  # Results ---------------------------------------------------------------------
+  def _run_info(self) -> dict[str, Any]:
+    cfg = self.config
+    return {"run_dir": str(self.run_dir.root), "strategy": cfg.strategy,
+            "profile": cfg.profile, "seed": cfg.seed, "iterations": cfg.iterations,
+            "seed_program": cfg.seed_program, "factors": list(cfg.factors),
+            "llm_model": cfg.llm_model or "spark/offline",
+            "profile_settings": self.profile.to_dict() if self.profile else None}
+
+  def _write_summary(self, candidates: list[Candidate]) -> dict[str, Any]:
+    data = summary.summarize(candidates, self.archive.db.llm_calls(), self._run_info())
+    data["complete"] = data["proposals"] >= self.config.iterations and not data["pending"]
+    rundir.write_atomic(self.run_dir.summary_path,
+                        json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return data
+
+  def write_results(self) -> None:
+    """summary.json, best_program.py and best_so_far.png from the archive as it stands."""
+    candidates = self.archive.candidates()
+    if not candidates:
+      return
+    data = self._write_summary(candidates)
+    best = self.archive.best()
+    if best is not None and best.code:
+      rundir.write_atomic(self.run_dir.best_program_path, best.code)
+    title = (f"{self.config.strategy} on {self.config.profile} "
+             f"(seed {self.config.seed}): best {_fmt(data['best_ood_val_acc'])}")
+    plots.save_best_so_far(candidates, self.run_dir.plot_path, title)
+    self.log.say(f"results: {self.run_dir.summary_path}, {self.run_dir.best_program_path}, "
+                 f"{self.run_dir.plot_path}")
+
+
+def _fresh_dir(base: pathlib.Path, stage: str) -> pathlib.Path:
+  """``base/stage``, or ``base/stage-2``, ... if an earlier attempt left one (never reused)."""
+  path, n = base / stage, 1
+  while path.exists():
+    n += 1
+    path = base / f"{stage}-{n}"
+  path.mkdir(parents=True)
+  return path
+
+
+def _fmt(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+  if isinstance(value, int):
+    return f"{value:,}"
+  return "-" if value is None else str(value)
+
+
+def _parse_value(text: str, like: Any) -> Any:
+  """Parses a profile override value as the type of the profile field ``like``."""
+  text = text.strip()
+  try:
+    if isinstance(like, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return text.lower() in ("true", "1")
+    if isinstance(like, int):
+      return int(text)
+    if isinstance(like, float):
+      return float(text)
+    if isinstance(like, tuple):
+      return tuple(int(v) for v in text.replace(":", ",").strip("()[]").split(",") if v.strip())
+  except ValueError:
+    raise config_lib.ConfigError(f"--profile_overrides: {text!r} is not a valid "
+                                 f"{type(like).__name__}") from None
+  return text
