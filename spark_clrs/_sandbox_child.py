@@ -17,6 +17,8 @@ import resource
 import signal
 import socket
 import sys
+import threading
+import time
 import traceback
 
 # Exception texts that mean the child ran out of memory rather than hit a bug.
@@ -29,6 +31,26 @@ def apply_limits(address_space_mb: int) -> None:
   if address_space_mb > 0:
     limit = address_space_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def watch_parent(poll_s: float = 0.5) -> None:
+  """Kills this process's group as soon as its parent dies (e.g. a SIGKILLed search).
+
+  Every sandbox process leads its own session, so nothing else would reap it: without
+  this a killed search leaves its evaluation running. The check is a daemon thread
+  comparing ``getppid()`` with the parent at start (re-parenting means the parent died).
+  """
+  parent = os.getppid()
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(poll_s)
+    try:
+      os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+      os._exit(137)
+
+  threading.Thread(target=watch, name="sandbox-parent-watch", daemon=True).start()
 
 
 def _one_line(e: BaseException) -> str:
@@ -73,6 +95,7 @@ def _write_result(path: str, record: dict) -> None:
 def execute(request: dict) -> None:
   """Runs one request in this (already isolated) process and exits it."""
   try:
+    watch_parent()
     apply_limits(int(request["address_space_mb"]))
     record = run_target(request["target"], request["payload"])
     _write_result(request["result_path"], record)
@@ -111,6 +134,7 @@ def serve(sock_fd: int, preload: list[str]) -> None:
   ``{"pid": PID}`` once the child is forked and ``{"pid": PID, "wait_status": S,
   "maxrss_kb": K, "cpu_seconds": C}`` when it has exited. A request ``{"quit": true}`` or EOF ends the loop.
   """
+  watch_parent()
   for name in preload:
     importlib.import_module(name)
   sock = socket.socket(fileno=sock_fd)

@@ -7,6 +7,8 @@ running the next test) and, where the child forks, that no process is left behin
 
 import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 import time
 from unittest import mock
@@ -140,6 +142,46 @@ class RunInChildTest(_SandboxCase):
     result = self.run_target("small_jax_model", {"hidden": 32}, limits=limits)
     self.assertEqual(result.status, "ok", result.reason + result.stderr_tail)
     self.assertEqual(result.value["grad_leaves"], 6)
+
+
+class ParentDeathTest(_SandboxCase):
+  """A search killed with SIGKILL must not leave its sandbox children running."""
+
+  def _kill_driver_and_check(self, use_worker: bool) -> None:
+    pid_file = self.tmp / "child.pid"
+    run = ("sandbox.Worker(workdir=work / 'worker', extra_env=env).run" if use_worker
+           else "functools.partial(sandbox.run_in_child, extra_env=env)")
+    driver = (
+        "import functools, pathlib\n"
+        "from spark_clrs import sandbox\n"
+        f"work = pathlib.Path({str(self.tmp)!r})\n"
+        f"env = {ENV!r}\n"
+        f"print({run}('sandbox_targets:record_pid_and_hang', {{'pid_file': {str(pid_file)!r}}}, "
+        "workdir=work / 'run', limits=sandbox.Limits(timeout_s=120, memory_mb=1024)))\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    try:
+      deadline = time.monotonic() + 60
+      while not pid_file.exists() and time.monotonic() < deadline:
+        self.assertIsNone(proc.poll(), "the driver exited before its child started")
+        time.sleep(0.05)
+      child = int(pid_file.read_text())
+      self.assertFalse(_gone(child))
+      proc.kill()
+      proc.wait()
+      deadline = time.monotonic() + 10
+      while time.monotonic() < deadline and not _gone(child):
+        time.sleep(0.05)
+      self.assertTrue(_gone(child), "sandbox child outlived its SIGKILLed parent")
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+  def test_fresh_child_dies_with_its_parent(self):
+    self._kill_driver_and_check(use_worker=False)
+
+  def test_worker_child_dies_with_its_parent(self):
+    self._kill_driver_and_check(use_worker=True)
 
 
 class WorkerTest(_SandboxCase):

@@ -116,3 +116,12 @@ def kill_worker(payload: dict) -> dict:
   os.kill(os.getppid(), signal.SIGKILL)
   sleep_forever(payload)
   return {}
+
+
+def record_pid_and_hang(payload: dict) -> dict:
+  """Writes this process's pid to ``payload['pid_file']``, then hangs."""
+  with open(payload["pid_file"] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+  os.replace(payload["pid_file"] + ".tmp", payload["pid_file"])
+  sleep_forever(payload)
+  return {}
