@@ -1,8 +1,8 @@
 """``spark/offline``: the built-in rule-based proposer, served as a LiteLLM custom provider.
 
-When no ``--llm_model`` is configured, SPARK's three roles are answered by this
-provider instead of an LLM. It is a mutation operator, not a language model: it
-reads the machine-readable parts of the SPARK prompts (the ``<request .../>`` tag,
+When no ``--llm_model`` is configured, every strategy's LLM requests are answered by
+this provider instead of an LLM. It is a mutation operator, not a language model: it
+reads the machine-readable parts of the prompts (the ``<request .../>`` tag,
 ``<program>``, ``<editable_region>``, ``<tried_directives>``, ``<directive>``), picks
 a move from the catalogue in :mod:`spark_clrs.offline_moves` with a generator seeded
 by the request's ``seed`` and content, and answers in the same format an LLM would
@@ -11,11 +11,18 @@ body). So a search without any key still runs the whole LiteLLM -> parsing ->
 checks path.
 
 The router picks a factor with probability proportional to the number of catalogue
-moves that apply to it; the refiner picks an applicable move not yet tried in that
-factor (any applicable one once all were tried); the rewriter applies the move
+moves that apply to it; the refiner picks an applicable move not yet tried in its
+scope (any applicable one once all were tried); the rewriter applies the move
 named in the directive, or, for a directive written by someone else, the move whose
-description shares the most words with it. Token counts are estimates (4 characters
-per token).
+description shares the most words with it (a random applicable one when there is no
+directive, as in ``asr_only``). A scope may name several factors (``rc_sar``).
+
+The baseline strategies' whole-program prompts (``openevolve``, ``evoprompting``,
+``funsearch``, ``eoh``) carry ``<request role="program" base="ID" factors="..."/>``: the
+answer applies one catalogue move to each of a random non-empty subset of the factors
+of ``<program id="ID">``, the way a free-form rewrite may touch one region or several,
+and describes what it did in braces before the code (EoH's thought + code form).
+Token counts are estimates (4 characters per token).
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ PROVIDER = "spark"
 MODEL = OFFLINE_MODEL
 _REQUEST = re.compile(r"<request\s+([^>]*?)/?>")
 _ATTR = re.compile(r'(\w+)="([^"]*)"')
-_MOVE_TAG = re.compile(r"\[move:\s*([a-z0-9_]+)\]")
 _WORD = re.compile(r"[a-z][a-z0-9_]+")
 
 
@@ -51,8 +57,8 @@ def _request(messages: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], str
     if match:
       return dict(_ATTR.findall(match.group(1))), content
   raise OfflineRequestError(
-      "the prompt has no <request role=.../> tag: spark/offline answers only SPARK's "
-      "router, refiner and rewriter prompts; configure --llm_model for other strategies")
+      "the prompt has no <request role=.../> tag: spark/offline answers only the prompts of "
+      "spark_clrs's strategies; configure --llm_model (and --llm_api_base) for other prompts")
 
 
 def _section(text: str, tag: str) -> str:
@@ -62,6 +68,33 @@ def _section(text: str, tag: str) -> str:
   if start is None or end < start.end():
     raise OfflineRequestError(f"the prompt has no <{tag}> section")
   return text[start.end():end].rstrip("\n")
+
+
+def _named_section(text: str, tag: str, attr: str, value: str) -> str | None:
+  """The text of ``<tag attr="value">...</tag>``, or ``None`` when there is none."""
+  match = re.search(rf'<{tag}\s+{attr}="{re.escape(value)}"[^>]*>\n?(.*?)\n?</{tag}>', text,
+                    re.DOTALL)
+  return match.group(1) if match else None
+
+
+def _scopes(attrs: Mapping[str, str]) -> list[str]:
+  scopes = [s.strip() for s in attrs.get("scope", "").split(",") if s.strip()]
+  if not scopes:
+    raise OfflineRequestError("the <request> tag names no scope")
+  return scopes
+
+
+def _editable_bodies(text: str, scopes: Sequence[str]) -> dict[str, str]:
+  """Each scope's ``<editable_region name=...>`` body (with a trailing newline)."""
+  if len(scopes) == 1:
+    return {scopes[0]: _section(text, "editable_region") + "\n"}
+  bodies = {}
+  for scope in scopes:
+    body = _named_section(text, "editable_region", "name", scope)
+    if body is None:
+      raise OfflineRequestError(f"the prompt has no <editable_region name=\"{scope}\"> section")
+    bodies[scope] = body + "\n"
+  return bodies
 
 
 def _rng(seed: int, messages: Sequence[Mapping[str, Any]]) -> np.random.Generator:
@@ -74,17 +107,28 @@ def _pick(items: Sequence[Any], rng: np.random.Generator) -> Any:
   return items[int(rng.integers(len(items)))]
 
 
-def answer_router(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
-  factors = [f.strip() for f in attrs.get("factors", "").split(",") if f.strip()]
-  program = _section(text, "program")
+def weighted_factor(program: str, factors: Sequence[str],
+                    rng: np.random.Generator) -> tuple[str, dict[str, int]]:
+  """A factor drawn with probability proportional to its applicable catalogue moves.
+
+  Returns:
+    The factor and the number of applicable moves per factor.
+  """
   present = regions.parse_regions(program)
   counts = {f: len(offline_moves.applicable(f, present[f].body)) if f in present else 0
             for f in factors}
-  usable = [f for f in factors if counts[f] > 0] or factors
+  usable = [f for f in factors if counts[f] > 0] or list(factors)
   if not usable:
-    raise OfflineRequestError("the router prompt names no factors")
+    raise OfflineRequestError("no factors to choose from")
   weights = np.array([max(counts[f], 1) for f in usable], dtype=float)
-  scope = usable[int(rng.choice(len(usable), p=weights / weights.sum()))]
+  return usable[int(rng.choice(len(usable), p=weights / weights.sum()))], counts
+
+
+def answer_router(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
+  factors = [f.strip() for f in attrs.get("factors", "").split(",") if f.strip()]
+  if not factors:
+    raise OfflineRequestError("the router prompt names no factors")
+  scope, counts = weighted_factor(_section(text, "program"), factors, rng)
   summary = ", ".join(f"{f}: {counts[f]}" for f in factors)
   reply = {"scope": scope, "rationale": f"rule-based choice weighted by the number of applicable "
                                         f"catalogue moves ({summary})"}
@@ -92,13 +136,14 @@ def answer_router(attrs: Mapping[str, str], text: str, rng: np.random.Generator)
 
 
 def answer_refiner(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
-  scope = attrs.get("scope", "")
-  body = _section(text, "editable_region")
-  tried = set(_MOVE_TAG.findall(_section(text, "tried_directives")))
-  moves = offline_moves.applicable(scope, body + "\n", exclude=tried) or offline_moves.applicable(
-      scope, body + "\n")
+  scopes = _scopes(attrs)
+  bodies = _editable_bodies(text, scopes)
+  tried = set(offline_moves.named_moves(_section(text, "tried_directives")))
+  moves = [m for f in scopes for m in offline_moves.applicable(f, bodies[f], exclude=tried)] or [
+      m for f in scopes for m in offline_moves.applicable(f, bodies[f])]
   if not moves:
-    return (f"Change: none (no catalogue move applies to the {scope} region)\n"
+    where = " or ".join(scopes)
+    return (f"Change: none (no catalogue move applies to the {where} region)\n"
             "Why: the offline proposer only knows moves for the shipped seeds' code\n"
             "Expected effect: none")
   return _pick(moves, rng).directive()
@@ -106,10 +151,9 @@ def answer_refiner(attrs: Mapping[str, str], text: str, rng: np.random.Generator
 
 def _match_directive(directive: str, moves: Sequence[offline_moves.Move],
                      rng: np.random.Generator) -> offline_moves.Move:
-  named = _MOVE_TAG.search(directive)
-  if named:
+  for name in offline_moves.named_moves(directive)[:1]:
     for move in moves:
-      if move.name == named.group(1):
+      if move.name == name:
         return move
   words = set(_WORD.findall(directive.lower()))
   overlap = [len(words & set(_WORD.findall(f"{m.name} {m.change}".lower()))) for m in moves]
@@ -120,26 +164,62 @@ def _match_directive(directive: str, moves: Sequence[offline_moves.Move],
 
 
 def answer_rewriter(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
-  scope, mode = attrs.get("scope", ""), attrs.get("output", "program")
+  scopes, mode = _scopes(attrs), attrs.get("output", "program")
   program = _section(text, "program") + "\n"
-  directive = _section(text, "directive")
-  body = regions.get_region(program, scope)
-  moves = offline_moves.applicable(scope, body)
+  directive = _section(text, "directive") if "<directive>" in text else ""
+  moves = [m for f in scopes for m in offline_moves.applicable(f, regions.get_region(program, f))]
   if not moves:
-    new_body, note = body, f"No catalogue move applies to the {scope} region; unchanged."
+    scope = scopes[0]
+    body = regions.get_region(program, scope)
+    new_body, note = body, f"No catalogue move applies to the {' or '.join(scopes)} region; unchanged."
   else:
     move = _match_directive(directive, moves, rng)
+    scope = move.factor
+    body = regions.get_region(program, scope)
     new_body = move.apply(body) or body
     note = f"Applied the catalogue move `{move.name}` to the {scope} region."
-  code = new_body if mode == "region" else regions.replace_region(program, scope, new_body)
+  if mode != "region":
+    code = regions.replace_region(program, scope, new_body)
+  elif len(scopes) == 1:
+    code = new_body
+  else:  # Several editable regions: return the changed one with its marker lines.
+    code = f"{regions.begin_marker(scope)}\n{new_body}{regions.end_marker(scope)}"
   return f"{note}\n\n```python\n{code.rstrip()}\n```\n"
 
 
-_ROLES = {"router": answer_router, "refiner": answer_refiner, "rewriter": answer_rewriter}
+def answer_program(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
+  """A whole-program rewrite of ``<program id=base>``: moves in one or several factors."""
+  base = attrs.get("base", "")
+  program = _named_section(text, "program", "id", base)
+  if program is None:
+    raise OfflineRequestError(f"the prompt has no <program id=\"{base}\"> section (the "
+                              "<request base=...> program)")
+  program += "\n"
+  factors = [f.strip() for f in attrs.get("factors", "").split(",") if f.strip()]
+  present = regions.parse_regions(program)
+  options = {f: offline_moves.applicable(f, present[f].body) for f in factors if f in present}
+  usable = [f for f in factors if options.get(f)]
+  if not usable:
+    return ("{No catalogue move applies to this program; it is returned unchanged.}\n\n"
+            f"```python\n{program.rstrip()}\n```\n")
+  chosen = [f for f in usable if rng.random() < 0.5] or [_pick(usable, rng)]
+  notes = []
+  for factor in chosen:
+    move = _pick(options[factor], rng)
+    program = regions.replace_region(program, factor,
+                                     move.apply(regions.get_region(program, factor)))
+    notes.append(f"in {factor}, {move.change[0].lower()}{move.change[1:].rstrip('.')} "
+                 f"[move: {move.name}]")
+  thought = "{" + "; ".join(notes) + ".}"
+  return f"{thought}\n\n```python\n{program.rstrip()}\n```\n"
+
+
+_ROLES = {"router": answer_router, "refiner": answer_refiner, "rewriter": answer_rewriter,
+          "program": answer_program}
 
 
 def answer(messages: Sequence[Mapping[str, Any]], seed: int = 0) -> str:
-  """The offline proposer's reply to a SPARK role prompt (deterministic in seed and prompt)."""
+  """The offline proposer's reply to a strategy's prompt (deterministic in seed and prompt)."""
   attrs, text = _request(messages)
   role = attrs.get("role", "")
   if role not in _ROLES:
@@ -183,4 +263,5 @@ def register() -> None:
     litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": OfflineProvider()})
 
 
-__all__ = ["MODEL", "OfflineProvider", "OfflineRequestError", "PROVIDER", "answer", "register"]
+__all__ = ["MODEL", "OfflineProvider", "OfflineRequestError", "PROVIDER", "answer", "register",
+           "weighted_factor"]

@@ -507,6 +507,14 @@ def _action_moves() -> list[Move]:
   return moves
 
 
+_MOVE_TAG = re.compile(r"\[move:\s*([a-z0-9_]+)\]")
+
+
+def named_moves(text: str | None) -> list[str]:
+  """Names of the moves a directive (or a history of directives) cites as ``[move: name]``."""
+  return _MOVE_TAG.findall(text or "")
+
+
 CATALOGUE: tuple[Move, ...] = tuple(_operator_moves() + _action_moves())
 _BY_NAME = {m.name: m for m in CATALOGUE}
 if len(_BY_NAME) != len(CATALOGUE):
@@ -532,4 +540,4 @@ def applicable(factor: str, body: str, exclude: Sequence[str] = ()) -> list[Move
 
 
 __all__ = ["Append", "CATALOGUE", "Edit", "Insert", "Lines", "Move", "Sub", "applicable",
-           "get_move", "moves_for"]
+           "get_move", "moves_for", "named_moves"]

@@ -1,16 +1,28 @@
 """Proposers by strategy name: ``make_proposer("spark", config, client, factors)``.
 
-Each strategy (SPEC §6) registers a factory under its ``--strategy`` name with
-:func:`register`; the search controller only ever calls :func:`make_proposer` and the
-:class:`Proposer` interface, so adding a strategy touches no controller code.
+Every strategy of SPEC §6 lives in its own module and registers itself with
+``@register("<name>")`` (see :mod:`spark_clrs.proposers.registry`); importing this
+package imports them all, so :func:`strategies` lists every ``--strategy`` value.
+Population-based strategies state the archived programs they want beside the parent
+as ``Proposer.context_request``; :func:`population.inspirations` fetches them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-from spark_clrs.llm import LLMClient
+from spark_clrs.proposers import (  # noqa: F401  (imported to register the strategies)
+  asr_only,
+  eoh,
+  evoprompting,
+  funsearch,
+  mutation,
+  openevolve,
+  population,
+  rc_sar,
+  spark,
+)
 from spark_clrs.proposers.base import (
+  ContextRequest,
+  IslandReset,
   Outcome,
   ParentInfo,
   Plateau,
@@ -19,40 +31,8 @@ from spark_clrs.proposers.base import (
   Proposer,
   ProposerConfig,
 )
-from spark_clrs.proposers.spark import SparkProposer
+from spark_clrs.proposers.registry import ProposerFactory, make_proposer, register, strategies
 
-ProposerFactory = Callable[[ProposerConfig, LLMClient, Sequence[str]], Proposer]
-_REGISTRY: dict[str, ProposerFactory] = {}
-
-
-def register(name: str) -> Callable[[ProposerFactory], ProposerFactory]:
-  """Decorator registering a proposer factory under strategy ``name``."""
-
-  def wrap(factory: ProposerFactory) -> ProposerFactory:
-    if name in _REGISTRY:
-      raise ValueError(f"strategy {name!r} is registered twice; pick another name")
-    _REGISTRY[name] = factory
-    return factory
-
-  return wrap
-
-
-def strategies() -> list[str]:
-  """Registered strategy names."""
-  return sorted(_REGISTRY)
-
-
-def make_proposer(strategy: str, config: ProposerConfig, client: LLMClient,
-                  factors: Sequence[str]) -> Proposer:
-  """The proposer for ``--strategy=strategy``."""
-  try:
-    factory = _REGISTRY[strategy]
-  except KeyError:
-    raise ValueError(f"unknown strategy {strategy!r}; use one of {strategies()}") from None
-  return factory(config, client, tuple(factors))
-
-
-register("spark")(SparkProposer)
-
-__all__ = ["Outcome", "ParentInfo", "Plateau", "Proposal", "ProposalHistory", "Proposer",
-           "ProposerConfig", "ProposerFactory", "make_proposer", "register", "strategies"]
+__all__ = ["ContextRequest", "IslandReset", "Outcome", "ParentInfo", "Plateau", "Proposal",
+           "ProposalHistory", "Proposer", "ProposerConfig", "ProposerFactory", "make_proposer",
+           "population", "register", "strategies"]

@@ -160,9 +160,13 @@ class ProposalHistory:
     return gains
 
 
+# Why a program other than the parent is in a prompt (``ParentInfo.source``).
+SOURCES = ("parent", "top", "diverse", "island")
+
+
 @dataclasses.dataclass(frozen=True)
 class ParentInfo:
-  """The parent a proposal starts from.
+  """The parent a proposal starts from (or another archived program shown with it).
 
   Attributes:
     program_id: its archive id.
@@ -170,15 +174,92 @@ class ParentInfo:
     metrics: its evaluation metrics (``ood_val_acc``, ``macs``, ...).
     lineage: outcomes along its ancestry (the edits that led to it and failed
       attempts from its ancestors), oldest first; dicts are accepted too.
+    decision: the decision recorded when it was proposed (e.g. EoH's ``thought``).
+    source: ``parent``, or why the controller added it to ``inspirations``: ``top``
+      (fittest overall), ``diverse`` (another MAP-Elites cell of the parent's island)
+      or ``island`` (a member of the parent's island).
+    cell: its MAP-Elites cell on the parent's island, when known.
+    inspirations: other archived programs for population-based strategies, as asked
+      for by :attr:`Proposer.context_request`; empty when none were supplied.
   """
 
   program_id: str
   text: str
   metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   lineage: Sequence[Outcome | Mapping[str, Any]] = ()
+  decision: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  source: str = "parent"
+  cell: tuple[int, ...] | None = None
+  inspirations: Sequence[ParentInfo] = ()
+
+  def __post_init__(self):
+    if self.source not in SOURCES:
+      raise ValueError(f"ParentInfo.source={self.source!r}; use one of {SOURCES}")
 
   def lineage_outcomes(self) -> list[Outcome]:
     return [Outcome.coerce(r) for r in self.lineage]
+
+  @property
+  def fitness(self) -> float | None:
+    """``ood_val_acc`` when it is a finite number, else ``None``."""
+    value = self.metrics.get("ood_val_acc")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      return None
+    return float(value)
+
+  def from_source(self, source: str) -> list[ParentInfo]:
+    """The inspirations the controller added for ``source`` (``top``, ``diverse``, ``island``)."""
+    return [p for p in self.inspirations if p.source == source]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextRequest:
+  """Which archived programs besides the parent a strategy wants in its prompt.
+
+  The controller satisfies it from the archive (``proposers.population.inspirations``)
+  and passes them as ``ParentInfo.inspirations``; the parent itself is never repeated.
+
+  Attributes:
+    top: up to this many of the fittest evaluated programs of the whole run, best first.
+    diverse: up to this many elites of the parent island's MAP-Elites cells, those farthest
+      (in cells) from the parent's own cell first, none of them a ``top`` program.
+    island: up to this many of the fittest members of the parent's island.
+  """
+
+  top: int = 0
+  diverse: int = 0
+  island: int = 0
+
+  def __post_init__(self):
+    for name in ("top", "diverse", "island"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"ContextRequest.{name} must be >= 0, got {getattr(self, name)}")
+
+  @property
+  def empty(self) -> bool:
+    return not (self.top or self.diverse or self.island)
+
+
+@dataclasses.dataclass(frozen=True)
+class IslandReset:
+  """A periodic island reset the strategy asks the controller for (FunSearch).
+
+  Every ``interval`` proposals, the ``fraction`` of islands whose best fitness is lowest
+  are emptied and each restarts from the best program of a randomly chosen surviving
+  island.
+  """
+
+  interval: int
+  fraction: float = 0.5
+
+  def __post_init__(self):
+    if self.interval < 1 or not 0.0 < self.fraction < 1.0:
+      raise ValueError(f"IslandReset needs interval >= 1 and 0 < fraction < 1, got "
+                       f"interval={self.interval}, fraction={self.fraction}")
+
+  def due(self, iteration: int) -> bool:
+    """Whether the reset runs after proposal ``iteration`` (1-based)."""
+    return iteration > 0 and iteration % self.interval == 0
 
 
 @dataclasses.dataclass
@@ -208,9 +289,17 @@ class Proposal:
 
 
 class Proposer(abc.ABC):
-  """A strategy that proposes one child per call."""
+  """A strategy that proposes one child per call.
+
+  Attributes:
+    name: the ``--strategy`` name.
+    context_request: the archived programs it wants besides the parent (none by default).
+    island_reset: the island reset it asks the controller to run, if any.
+  """
 
   name: str = "proposer"
+  context_request: ContextRequest = ContextRequest()
+  island_reset: IslandReset | None = None
 
   @abc.abstractmethod
   def propose(self, parent: ParentInfo, history: ProposalHistory,
@@ -218,5 +307,5 @@ class Proposer(abc.ABC):
     """Proposes one child of ``parent``; never raises for a bad LLM reply."""
 
 
-__all__ = ["Outcome", "ParentInfo", "Plateau", "Proposal", "ProposalHistory", "Proposer",
-           "ProposerConfig"]
+__all__ = ["ContextRequest", "IslandReset", "Outcome", "ParentInfo", "Plateau", "Proposal",
+           "ProposalHistory", "Proposer", "ProposerConfig", "SOURCES"]

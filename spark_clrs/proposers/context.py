@@ -20,6 +20,11 @@ VISIBLE_METRICS = ("ood_val_acc", "ood_val_acc_std", "val_acc", "param_count",
 NONE = "(none)"
 
 
+def chat(system: str, user: str) -> list[dict[str, str]]:
+  """A system + user chat request."""
+  return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def _number(value: Any) -> str:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return str(value)
@@ -31,6 +36,12 @@ def _number(value: Any) -> str:
 def format_metrics(metrics: Mapping[str, Any]) -> str:
   rows = [f"{k}: {_number(metrics[k])}" for k in VISIBLE_METRICS if metrics.get(k) is not None]
   return "\n".join(rows) or "(not evaluated)"
+
+
+def metrics_line(metrics: Mapping[str, Any]) -> str:
+  """The visible metrics on one line (``ood_val_acc 0.4321, macs 123_456, ...``)."""
+  items = [f"{k} {_number(metrics[k])}" for k in VISIBLE_METRICS if metrics.get(k) is not None]
+  return ", ".join(items) or "not evaluated"
 
 
 def _delta(o: Outcome) -> str:
@@ -105,5 +116,6 @@ def merge_outcomes(*groups: Sequence[Outcome]) -> list[Outcome]:
   return sorted(seen.values(), key=lambda o: o.iteration)
 
 
-__all__ = ["NONE", "VISIBLE_METRICS", "factor_description", "format_lineage", "format_metrics",
-           "format_plateau", "format_scope_stats", "format_tried", "merge_outcomes", "task_card"]
+__all__ = ["NONE", "VISIBLE_METRICS", "chat", "factor_description", "format_lineage", "format_metrics",
+           "format_plateau", "format_scope_stats", "format_tried", "merge_outcomes", "metrics_line",
+           "task_card"]

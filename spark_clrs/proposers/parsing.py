@@ -179,12 +179,8 @@ def extract_child(reply: str | None, parent_text: str, scope: str, *, mode: str 
   """
   if mode not in SAR_OUTPUTS:
     raise ValueError(f"sar_output must be one of {SAR_OUTPUTS}, got {mode!r}")
-  if not reply or not reply.strip():
-    raise ReplyError("the rewriter reply is empty")
-  if finish_reason == "length":
-    raise ReplyError("the reply is truncated (finish_reason=length): raise max_tokens or use "
-                     "--sar_output=region")
-  text = strip_reasoning(reply)
+  text = _usable_reply(reply, finish_reason, "the rewriter reply is empty",
+                       "raise max_tokens or use --sar_output=region")
   body = _pick_block(text, scope if mode == "program" else None)
   if mode == "program":
     child = body.rstrip("\n") + ("\n" if parent_text.endswith("\n") else "")
@@ -206,6 +202,94 @@ def extract_child(reply: str | None, parent_text: str, scope: str, *, mode: str 
   return child
 
 
+def _usable_reply(reply: str | None, finish_reason: str | None, empty: str, fix: str) -> str:
+  """The reply without reasoning blocks; raises for an empty or cut-off reply."""
+  if not reply or not reply.strip():
+    raise ReplyError(empty)
+  if finish_reason == "length":
+    raise ReplyError(f"the reply is truncated (finish_reason=length): {fix}")
+  return strip_reasoning(reply)
+
+
+def extract_program(reply: str | None, parent_text: str, factors: Sequence[str], *,
+                    finish_reason: str | None = None) -> str:
+  """A whole program from a free-form reply (any region may change, markers must stay).
+
+  Raises:
+    ReplyError: empty, truncated, fence-less, marker-less or unchanged replies.
+  """
+  text = _usable_reply(reply, finish_reason, "the reply is empty", "raise max_tokens")
+  body = _pick_block(text, factors[0] if factors else None)
+  child = body.rstrip("\n") + ("\n" if parent_text.endswith("\n") else "")
+  try:
+    child_regions = regions.parse_regions(child)
+  except regions.RegionError as e:
+    raise ReplyError(f"the returned program's region markers are broken: {e}") from e
+  missing = [f for f in factors if f not in child_regions]
+  if missing:
+    raise ReplyError(f"the returned program has no {', '.join(missing)} region marker(s); keep "
+                     "every '# ===== BEGIN/END NAME REGION =====' line")
+  if child == parent_text or _same_code(child, parent_text):
+    raise ReplyError("the reply returns the parent unchanged")
+  return child
+
+
+def extract_regions(reply: str | None, parent_text: str, scope: Sequence[str], *,
+                    finish_reason: str | None = None) -> str:
+  """The child from a reply holding new bodies of some ``scope`` regions, markers included.
+
+  Each returned region is spliced into the parent; a region left out stays as it was.
+
+  Raises:
+    ReplyError: no region of ``scope`` in the reply, a region outside ``scope``, broken
+      markers, or nothing changed.
+  """
+  text = _usable_reply(reply, finish_reason, "the reply is empty",
+                       "raise max_tokens or return fewer regions")
+  body = _pick_block(text, scope[0] if scope else None)
+  try:
+    returned = regions.parse_regions(body)
+  except regions.RegionError as e:
+    raise ReplyError(f"the returned regions' markers are broken: {e}") from e
+  extra = [n for n in returned if n not in scope]
+  if extra:
+    raise ReplyError(f"the reply returns region(s) {', '.join(extra)} outside the editable "
+                     f"{', '.join(scope)}")
+  if not returned:
+    raise ReplyError(f"the reply has no region of {', '.join(scope)} with its BEGIN/END "
+                     "marker lines")
+  child = parent_text
+  for name, region in returned.items():
+    child = regions.replace_region(child, name,
+                                   _reindent(region.body, regions.get_region(parent_text, name)))
+  if child == parent_text or _same_code(child, parent_text):
+    raise ReplyError("the reply returns the parent unchanged")
+  return child
+
+
+def split_thought(reply: str | None) -> str | None:
+  """The ``{...}`` description before the code of a thought + code reply (EoH), or ``None``.
+
+  The thought is the first brace-delimited span of the prose before the first code
+  fence (nested braces are kept); whitespace is collapsed.
+  """
+  if not reply:
+    return None
+  text = strip_reasoning(reply)
+  fence = _FENCE_OPEN.search(text)
+  prose = text[:fence.start()] if fence else text
+  start = prose.find("{")
+  if start == -1:
+    return None
+  depth = 0
+  for i in range(start, len(prose)):
+    depth += {"{": 1, "}": -1}.get(prose[i], 0)
+    if depth == 0:
+      thought = " ".join(prose[start + 1:i].split())
+      return thought or None
+  return None
+
+
 def _same_code(a: str, b: str) -> bool:
   """Equal up to trailing whitespace on each line."""
   return [line.rstrip() for line in a.strip().split("\n")] == [
@@ -213,5 +297,5 @@ def _same_code(a: str, b: str) -> bool:
 
 
 __all__ = ["CodeBlock", "MAX_DIRECTIVE_CHARS", "ReplyError", "RouterChoice", "SAR_OUTPUTS",
-           "code_blocks", "extract_child", "parse_directive", "parse_router_reply",
-           "strip_reasoning"]
+           "code_blocks", "extract_child", "extract_program", "extract_regions",
+           "parse_directive", "parse_router_reply", "split_thought", "strip_reasoning"]

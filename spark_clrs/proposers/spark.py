@@ -36,14 +36,12 @@ from spark_clrs.proposers.base import (
   Proposer,
   ProposerConfig,
 )
+from spark_clrs.proposers.registry import register
 
 log = logging.getLogger(__name__)
 
 
-def _messages(system: str, user: str) -> list[dict[str, str]]:
-  return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
+@register("spark")
 class SparkProposer(Proposer):
   """ASR -> RC -> SAR over the configured factors."""
 
@@ -74,7 +72,7 @@ class SparkProposer(Proposer):
         lineage=context.format_lineage(parent.lineage_outcomes(), cfg.lineage_window),
         scope_stats=context.format_scope_stats(history, self.factors),
         plateau=context.format_plateau(history))
-    messages = _messages(system, user)
+    messages = context.chat(system, user)
     errors: list[str] = []
     for _ in range(cfg.router_retries + 1):
       record = self.client.complete("router", messages)
@@ -117,7 +115,7 @@ class SparkProposer(Proposer):
         read_only=regions.skeleton(parent.text, keep=[scope]).rstrip("\n"),
         metrics=context.format_metrics(parent.metrics),
         tried=context.format_tried(tried, cfg.tried_window))
-    record = self.client.complete("refiner", _messages(prompts.render("spark/refiner.system"), user))
+    record = self.client.complete("refiner", context.chat(prompts.render("spark/refiner.system"), user))
     calls.append(record)
     if not record.ok:
       return None, f"refiner call failed: {record.error}"
@@ -139,12 +137,18 @@ class SparkProposer(Proposer):
         program=parent.text.rstrip("\n"),
         region=regions.get_region(parent.text, scope).rstrip("\n"),
         output_instructions=prompts.render(f"spark/rewriter.output_{mode}", scope=scope))
-    record = self.client.complete("rewriter", _messages(system, user))
+    return self.send_rewrite(context.chat(system, user), parent, scope, calls)
+
+  def send_rewrite(self, messages: list[dict[str, str]], parent: ParentInfo, scope: str,
+                   calls: list[LLMRecord]) -> tuple[str | None, str | None]:
+    """Sends a rewriter request for ``scope``; ``(child_text, None)`` or ``(None, error)``."""
+    record = self.client.complete("rewriter", messages)
     calls.append(record)
     if not record.ok:
       return None, f"rewriter call failed: {record.error}"
     try:
-      child = parsing.extract_child(record.reply, parent.text, scope, mode=mode,
+      child = parsing.extract_child(record.reply, parent.text, scope,
+                                    mode=self.config.sar_output,
                                     finish_reason=record.finish_reason)
     except parsing.ReplyError as e:
       return None, f"rewriter: {e}"
@@ -155,7 +159,9 @@ class SparkProposer(Proposer):
   def propose(self, parent: ParentInfo, history: ProposalHistory,
               rng: np.random.Generator) -> Proposal:
     calls: list[LLMRecord] = []
-    decision: dict[str, Any] = {"strategy": self.name, "sar_output": self.config.sar_output}
+    decision: dict[str, Any] = {"strategy": self.name, "sar_output": self.config.sar_output,
+                                "prompt": {"roles": ["router", "refiner", "rewriter"],
+                                           "scope": "one factor, chosen by the router"}}
     try:
       regions.require_regions(parent.text, self.factors)
     except regions.RegionError as e:

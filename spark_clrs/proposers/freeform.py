@@ -1,0 +1,119 @@
+"""Free-form whole-program strategies: the proposal skeleton the baselines share.
+
+OpenEvolve, EvoPrompting, FunSearch and EoH show the LLM one or more archived programs
+and ask for a complete new program. None of them restricts the edit to a factor: their
+proposals are unscoped (``Proposal.scope is None``), so the controller never rejects
+them for touching several regions, but counts them in ``entanglement_rate`` when they
+do (``regions.diff_factors(...).is_entangled``), the same measure as for every strategy.
+
+A subclass only builds its prompt (:meth:`FreeformProposer.build_prompt`) from its own
+templates under ``prompts/<strategy>/``; this module sends it, parses the program back
+and records the prompt structure in the decision. The prompts carry
+``<request role="program" base="ID" factors="..."/>`` and ``<program id="ID">`` sections,
+which is the contract the offline provider answers when no model is configured.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from spark_clrs import prompts, regions
+from spark_clrs.llm import LLMClient, LLMRecord
+from spark_clrs.proposers import context, parsing
+from spark_clrs.proposers.base import (
+  ParentInfo,
+  Proposal,
+  ProposalHistory,
+  Proposer,
+  ProposerConfig,
+)
+
+
+def shown(programs: Sequence[ParentInfo]) -> list[dict[str, Any]]:
+  """How the programs in a prompt are recorded in the decision."""
+  return [{"program_id": p.program_id, "source": p.source, "fitness": p.fitness}
+          for p in programs]
+
+
+def join_entries(entries: Iterable[str]) -> str:
+  """Rendered program entries, one blank line apart."""
+  return "\n\n".join(e.strip("\n") for e in entries)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptPlan:
+  """One request of a free-form strategy.
+
+  Attributes:
+    role: the role recorded with the LLM call (e.g. ``rewriter``, ``crossover``, ``e1``).
+    user: the rendered user message.
+    structure: the prompt structure recorded as ``decision["prompt"]`` (programs shown,
+      operator, targets, ...).
+    extra: further decision entries (e.g. the operator actually used).
+  """
+
+  role: str
+  user: str
+  structure: dict[str, Any]
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class FreeformProposer(Proposer):
+  """Unscoped proposer: one LLM call that returns the whole new program."""
+
+  def __init__(self, config: ProposerConfig, client: LLMClient, factors: Sequence[str]):
+    if not factors:
+      raise ValueError(f"{self.name} needs at least one factor (the region markers the child "
+                       "must keep); set --factors, e.g. OPERATOR,ACTION")
+    self.config = config
+    self.client = client
+    self.factors = tuple(factors)
+
+  def common_slots(self, parent: ParentInfo) -> dict[str, str]:
+    """Slots every free-form user template has."""
+    return {"parent_id": parent.program_id, "factors": ",".join(self.factors),
+            "task_card": context.task_card(self.config.task)}
+
+  def system_prompt(self) -> str:
+    return prompts.render(f"{self.name}/system",
+                          contract=prompts.render("contract/clrs_processor"))
+
+  @abc.abstractmethod
+  def build_prompt(self, parent: ParentInfo, history: ProposalHistory,
+                   rng: np.random.Generator) -> PromptPlan:
+    """The request for one proposal from ``parent`` (and its inspirations)."""
+
+  def read_reply(self, record: LLMRecord, decision: dict[str, Any]) -> None:
+    """Records what the reply says beyond the program (EoH's thought); nothing by default."""
+    del record, decision
+
+  def propose(self, parent: ParentInfo, history: ProposalHistory,
+              rng: np.random.Generator) -> Proposal:
+    calls: list[LLMRecord] = []
+    decision: dict[str, Any] = {"strategy": self.name, "scope_source": "unscoped"}
+    try:
+      regions.require_regions(parent.text, self.factors)
+    except regions.RegionError as e:
+      return Proposal(None, None, None, decision, calls, error=f"parent {parent.program_id}: {e}")
+    plan = self.build_prompt(parent, history, rng)
+    decision.update(plan.extra, prompt=plan.structure)
+    record = self.client.complete(plan.role, context.chat(self.system_prompt(), plan.user))
+    calls.append(record)
+    if not record.ok:
+      return Proposal(None, None, None, decision, calls,
+                      error=f"{plan.role} call failed: {record.error}")
+    self.read_reply(record, decision)
+    try:
+      child = parsing.extract_program(record.reply, parent.text, self.factors,
+                                      finish_reason=record.finish_reason)
+    except parsing.ReplyError as e:
+      return Proposal(None, None, None, decision, calls, error=f"{plan.role}: {e}")
+    return Proposal(child, None, None, decision, calls)
+
+
+__all__ = ["FreeformProposer", "PromptPlan", "join_entries", "shown"]

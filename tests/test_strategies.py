@@ -1,0 +1,593 @@
+"""The baseline and ablation strategies (SPEC §6) over the real LiteLLM path.
+
+Each strategy proposes through ``openai/<name>`` against a scripted OpenAI-compatible
+server on 127.0.0.1 (tests/llm_server.py), and its records must show its own prompt
+structure and scope behaviour. The offline provider must answer every strategy, the
+population context must come out of a real archive, and every strategy must complete
+a controller run (fake trainer, fast) and a real quick-profile search (one fast, the
+rest marked slow).
+"""
+
+import json
+import math
+import os
+import pathlib
+import re
+import tempfile
+import types
+from unittest import mock
+
+import numpy as np
+import pytest
+from absl.testing import absltest, parameterized
+from llm_server import Reply, ScriptedServer
+
+import processors
+from spark_clrs import archive, config, llm, offline, offline_moves, prompts, regions, rundir
+from spark_clrs.controller import Controller
+from spark_clrs.proposers import (
+  ContextRequest,
+  IslandReset,
+  Outcome,
+  ParentInfo,
+  ProposalHistory,
+  ProposerConfig,
+  make_proposer,
+  parsing,
+  population,
+  strategies,
+)
+
+FACTORS = ("OPERATOR", "ACTION")
+SEED = (processors.SEEDS_DIR / "triplet_gmpnn.py").read_text()
+ACTION_LINE = "    nxt_hidden = 0.5 * (nxt_hidden + hidden)\n"
+OPERATOR_LINE = "    activation = jax.nn.gelu\n"
+CHILD_ACTION = regions.replace_region(SEED, "ACTION",
+                                      regions.get_region(SEED, "ACTION") + ACTION_LINE)
+CHILD_BOTH = regions.replace_region(CHILD_ACTION, "OPERATOR",
+                                    regions.get_region(SEED, "OPERATOR") + OPERATOR_LINE)
+METRICS = {"ood_val_acc": 0.5, "ood_acc": 0.8765, "processor_param_count": 10_000,
+           "macs": 50_000}
+DIRECTIVE = "Change: mix the state residually\nWhy: drift\nExpected effect: stabler"
+THOUGHT = "Gate every message by the edge term before the max."
+
+
+def program_reply(text: str, thought: str | None = None) -> str:
+  head = "{" + thought + "}" if thought else "Here is the new program."
+  return f"{head}\n\n```python\n{text}```\n"
+
+
+def request_role(request: dict) -> str:
+  for message in request["messages"]:
+    match = re.search(r'<request role="(\w+)"', message["content"])
+    if match:
+      return match.group(1)
+  raise AssertionError("request without a <request role=...> tag")
+
+
+def user_text(request: dict) -> str:
+  return request["messages"][-1]["content"]
+
+
+class Roles:
+  """Answers by the prompt's role tag; per-role replies override the defaults."""
+
+  def __init__(self, **replies: str):
+    self.replies = {
+        "router": '```json\n{"scope": "ACTION", "rationale": "state drifts"}\n```',
+        "refiner": DIRECTIVE,
+        "rewriter": program_reply(CHILD_ACTION),
+        "program": program_reply(CHILD_BOTH, THOUGHT),
+        **replies,
+    }
+
+  def __call__(self, request: dict) -> Reply:
+    return Reply(self.replies[request_role(request)])
+
+
+def info(pid: str, fitness: float, source: str, *, params: int = 10_000, text: str = SEED,
+         **kwargs) -> ParentInfo:
+  return ParentInfo(pid, text, {"ood_val_acc": fitness, "ood_acc": 0.99,
+                                "processor_param_count": params}, source=source, **kwargs)
+
+
+def parent_with(*inspirations: ParentInfo, lineage=()) -> ParentInfo:
+  return ParentInfo("3", SEED, METRICS, lineage, inspirations=tuple(inspirations))
+
+
+class StrategyTestCase(parameterized.TestCase):
+  """Runs one proposal of a strategy against a scripted server."""
+
+  def propose(self, strategy, parent, *, roles=None, rng=0, history=(), factors=FACTORS,
+              proposer_hook=None, **cfg):
+    with ScriptedServer(responder=roles or Roles()) as server:
+      client = llm.LLMClient(llm.LLMConfig(model="openai/scripted", api_base=server.api_base,
+                                           timeout=10.0, retries=0))
+      proposer = make_proposer(strategy, ProposerConfig(**cfg), client, factors)
+      if proposer_hook is not None:
+        proposer_hook(proposer)
+      proposal = proposer.propose(parent, ProposalHistory.of(list(history)),
+                                  np.random.default_rng(rng))
+      self.requests = list(server.requests)
+    for call in proposal.calls:
+      self.assertTrue(call.ok, call.error)
+      self.assertEqual(call.model, "openai/scripted")
+    for request in self.requests:  # The reported test accuracy never reaches a prompt.
+      self.assertNotIn("ood_acc:", user_text(request))
+      self.assertNotIn("0.99", user_text(request))
+    return proposal
+
+
+class RegistryTest(absltest.TestCase):
+
+  def test_every_configured_strategy_is_registered(self):
+    self.assertEqual(sorted(config.STRATEGIES), strategies())
+
+  def test_whole_program_prompts_carry_the_offline_contract(self):
+    names = prompts.list_templates()
+    for strategy in ("asr_only", "rc_sar", "openevolve", "evoprompting", "funsearch", "eoh"):
+      own = {n: prompts.load(n) for n in names if n.startswith(f"{strategy}/")}
+      self.assertNotEmpty(own, strategy)
+      if strategy in ("asr_only", "rc_sar"):
+        continue
+      requests = [t for t in own.values() if '<request role="program"' in t]
+      self.assertNotEmpty(requests, strategy)
+      for text in requests:
+        self.assertIn(f'strategy="{strategy}"', text)
+        self.assertIn('base="{{parent_id}}" factors="{{factors}}"', text)
+      self.assertIn('<program id="{{program_id}}"', "".join(own.values()))
+      self.assertIn("{{contract}}", own[f"{strategy}/system"])
+
+
+class AblationTest(StrategyTestCase):
+
+  def test_asr_only_routes_and_rewrites_without_a_directive(self):
+    proposal = self.propose("asr_only", parent_with())
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual([c.role for c in proposal.calls], ["router", "rewriter"])
+    self.assertEqual([request_role(r) for r in self.requests], ["router", "rewriter"])
+    self.assertEqual(proposal.scope, ("ACTION",))
+    self.assertIsNone(proposal.directive)
+    self.assertEqual(proposal.child_text, CHILD_ACTION)
+    rewriter = user_text(self.requests[1])
+    self.assertNotIn("<directive>", rewriter)
+    self.assertIn('<editable_region name="ACTION">', rewriter)
+    self.assertIn("ood_val_acc: 0.5000", rewriter)
+    self.assertEqual(proposal.decision["scope_source"], "llm")
+    self.assertEqual(proposal.decision["prompt"]["roles"], ["router", "rewriter"])
+    self.assertIsNone(proposal.decision["prompt"]["directive"])
+
+  def test_rc_sar_has_every_factor_in_scope(self):
+    roles = Roles(rewriter=program_reply(CHILD_BOTH))
+    history = [Outcome(1, FACTORS, "Change: earlier idea", False, "shape", "shape: bad")]
+    proposal = self.propose("rc_sar", parent_with(), roles=roles, history=history)
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual([c.role for c in proposal.calls], ["refiner", "rewriter"])
+    self.assertEqual(proposal.scope, FACTORS)
+    self.assertEqual(proposal.directive, DIRECTIVE)
+    self.assertEqual(proposal.decision["scope_source"], "all_factors")
+    self.assertIsNone(proposal.decision["prompt"]["router"])
+    refiner, rewriter = (user_text(r) for r in self.requests)
+    for factor in FACTORS:
+      self.assertIn(f'<editable_region name="{factor}">', refiner)
+      self.assertIn(f'<editable_region name="{factor}">', rewriter)
+    self.assertIn("Change: earlier idea -> rejected (shape)", refiner)
+    self.assertIn(DIRECTIVE, rewriter)
+    # Editing both factors is within rc_sar's scope: not entangled.
+    diff = regions.diff_factors(SEED, proposal.child_text)
+    self.assertEqual(diff.changed, FACTORS)
+    self.assertTrue(diff.touches_only(proposal.scope))
+    self.assertEqual(Controller._entanglement(SEED, proposal.child_text, proposal.scope)[1],
+                     False)
+
+  def test_rc_sar_region_output_splices_the_returned_regions(self):
+    body = "\n".join([
+        regions.begin_marker("OPERATOR"), regions.get_region(CHILD_BOTH, "OPERATOR").rstrip(),
+        regions.end_marker("OPERATOR"), regions.begin_marker("ACTION"),
+        regions.get_region(CHILD_BOTH, "ACTION").rstrip(), regions.end_marker("ACTION")])
+    roles = Roles(rewriter=f"Both regions:\n```python\n{body}\n```\n")
+    proposal = self.propose("rc_sar", parent_with(), roles=roles, sar_output="region")
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual(proposal.child_text, CHILD_BOTH)
+    self.assertIn('output="region"', user_text(self.requests[1]))
+
+  def test_rc_sar_region_output_refuses_foreign_regions(self):
+    reply = f"```python\n{regions.begin_marker('OTHER')}\nx = 1\n{regions.end_marker('OTHER')}\n```"
+    proposal = self.propose("rc_sar", parent_with(), roles=Roles(rewriter=reply),
+                            sar_output="region")
+    self.assertIn("rewriter: the reply returns region(s) OTHER outside", proposal.error)
+
+
+class OpenEvolveTest(StrategyTestCase):
+
+  def test_prompt_shows_top_and_diverse_programs_and_the_child_is_entangled(self):
+    parent = parent_with(info("7", 0.9, "top"), info("8", 0.7, "top"),
+                         info("9", 0.2, "diverse", cell=(1, 2)),
+                         info("10", 0.1, "island"),
+                         lineage=[{"iteration": 2, "scope": None, "feasible": False,
+                                   "stage": "shape", "reason": "shape: wrong width"}])
+    proposal = self.propose("openevolve", parent)
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertIsNone(proposal.scope)  # Regions are not enforced.
+    self.assertEqual([c.role for c in proposal.calls], ["rewriter"])
+    prompt = user_text(self.requests[0])
+    self.assertIn('<request role="program" strategy="openevolve" base="3"', prompt)
+    for pid in ("7", "8", "9", "3"):
+      self.assertIn(f'<program id="{pid}">', prompt)
+    self.assertNotIn('<program id="10">', prompt)  # Island members are not openevolve's.
+    self.assertLess(prompt.index('<program id="7">'), prompt.index('<program id="9">'))
+    self.assertIn("MAP-Elites cell (1, 2)", prompt)
+    self.assertIn("ood_val_acc: 0.9000", prompt)
+    self.assertIn("rejected (shape) | n/a | shape: wrong width", prompt)
+    structure = proposal.decision["prompt"]
+    self.assertEqual([p["program_id"] for p in structure["top"]], ["7", "8"])
+    self.assertEqual([p["program_id"] for p in structure["diverse"]], ["9"])
+    self.assertEqual(structure["inspirations"], 3)
+    self.assertEqual(proposal.decision["scope_source"], "unscoped")
+    # A child editing two regions counts as entangled, the way the controller measures it.
+    self.assertTrue(regions.diff_factors(SEED, proposal.child_text).is_entangled)
+    changed, entangled, _ = Controller._entanglement(SEED, proposal.child_text, proposal.scope)
+    self.assertEqual((changed, entangled), (FACTORS, True))
+
+  def test_without_inspirations_the_parent_alone_is_shown(self):
+    proposal = self.propose("openevolve", parent_with())
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertIn("(none yet", user_text(self.requests[0]))
+    self.assertEqual(proposal.decision["prompt"]["inspirations"], 0)
+
+  @parameterized.named_parameters(
+      ("fenceless", CHILD_BOTH, "no fenced code block"),
+      ("unchanged", program_reply(SEED), "returns the parent unchanged"),
+      ("markers_dropped", program_reply(SEED.replace("# ===== BEGIN ACTION REGION =====\n", "")),
+       "markers are broken"),
+  )
+  def test_bad_replies_become_errors(self, reply, message):
+    proposal = self.propose("openevolve", parent_with(), roles=Roles(program=reply))
+    self.assertIsNone(proposal.child_text)
+    self.assertStartsWith(proposal.error, "rewriter: ")
+    self.assertIn(message, proposal.error)
+
+
+class EvoPromptingTest(StrategyTestCase):
+
+  def test_two_parents_from_the_top_fraction_with_targets(self):
+    pool = [info("7", 0.9, "top", params=8_000), info("8", 0.8, "top", params=12_000),
+            info("5", 0.2, "top"), info("6", 0.1, "top")]
+    mates = set()
+    for rng in range(6):
+      proposal = self.propose("evoprompting", parent_with(*pool), rng=rng)
+      self.assertTrue(proposal.ok, proposal.error)
+      self.assertIsNone(proposal.scope)
+      self.assertEqual([c.role for c in proposal.calls], ["crossover"])
+      structure = proposal.decision["prompt"]
+      parents = structure["parents"]
+      self.assertLen(parents, 2)
+      self.assertIn("3", [p["program_id"] for p in parents])  # The sampled parent is one.
+      self.assertEqual([p["fitness"] for p in parents], sorted(p["fitness"] for p in parents))
+      mate = next(p for p in parents if p["program_id"] != "3")
+      mates.add(mate["program_id"])
+      # The top-p (p=0.5) of the 5 programs are 7, 8 and the parent.
+      self.assertIn(mate["program_id"], ("7", "8"))
+      self.assertEqual(structure["pool"], 3)
+      prompt = user_text(self.requests[0])
+      self.assertLen(re.findall(r'<program id="\d+">', prompt), 2)
+      params = 8_000 if mate["program_id"] == "7" else 10_000
+      acc = round(min(1.0, 1.02 * mate["fitness"]), 4)
+      self.assertEqual(structure["targets"], {"size_metric": "processor_param_count",
+                                              "size_below": math.floor(0.9 * params),
+                                              "ood_val_acc_above": acc})
+      self.assertIn(f"ood_val_acc above {acc:.4f} and processor_param_count below "
+                    f"{math.floor(0.9 * params):_}", prompt)
+    self.assertEqual(mates, {"7", "8"})
+
+  def test_only_the_parent_is_a_mutation(self):
+    proposal = self.propose("evoprompting", parent_with())
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual(proposal.decision["prompt"]["mode"], "mutation (only the parent)")
+    self.assertLen(proposal.decision["prompt"]["parents"], 1)
+    self.assertIn("ood_val_acc above 0.5100 and processor_param_count below 9_000",
+                  user_text(self.requests[0]))
+
+
+class FunSearchTest(StrategyTestCase):
+
+  def test_versions_sorted_by_ascending_score_and_next_version_asked(self):
+    island = [info("11", 0.9, "island"), info("12", 0.3, "island"), info("13", 0.6, "island")]
+    proposal = self.propose("funsearch", parent_with(*island), rng=1)
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertIsNone(proposal.scope)
+    self.assertEqual([c.role for c in proposal.calls], ["sampler"])
+    structure = proposal.decision["prompt"]
+    versions = structure["versions"]
+    self.assertEqual([v["version"] for v in versions], ["v0", "v1"])
+    self.assertIn("3", [v["program_id"] for v in versions])
+    self.assertEqual([v["fitness"] for v in versions], sorted(v["fitness"] for v in versions))
+    self.assertEqual(structure["next_version"], "v2")
+    prompt = user_text(self.requests[0])
+    shown = re.findall(r'<program id="(\d+)" version="(v\d)">', prompt)
+    self.assertEqual(shown, [(v["program_id"], v["version"]) for v in versions])
+    self.assertIn("Write `v2`, an improved version of `v1`", prompt)
+    self.assertNotIn("0.9000", prompt)  # FunSearch shows the order, not the scores.
+
+  def test_softmax_sampling_prefers_fitter_island_members(self):
+    island = [info("11", 0.9, "island"), info("12", 0.1, "island")]
+    picks = []
+    for rng in range(12):
+      proposal = self.propose("funsearch", parent_with(*island), rng=rng)
+      picks.extend(v["program_id"] for v in proposal.decision["prompt"]["versions"]
+                   if v["program_id"] != "3")
+    self.assertGreater(picks.count("11"), picks.count("12"))
+
+  def test_island_reset_is_requested_from_the_controller(self):
+    with ScriptedServer(responder=Roles()) as server:
+      client = llm.LLMClient(llm.LLMConfig(model="openai/x", api_base=server.api_base))
+      proposer = make_proposer("funsearch", ProposerConfig(), client, FACTORS)
+    self.assertEqual(proposer.island_reset, IslandReset(interval=25, fraction=0.5))
+    self.assertTrue(proposer.island_reset.due(50))
+    self.assertFalse(proposer.island_reset.due(51))
+    self.assertEqual(proposer.context_request, ContextRequest(island=16))
+    for other in set(strategies()) - {"funsearch"}:
+      self.assertIsNone(make_proposer(other, ProposerConfig(), client, FACTORS).island_reset)
+
+
+class EoHTest(StrategyTestCase):
+
+  def test_operators_are_drawn_per_proposal_and_recorded_with_the_thought(self):
+    island = [info("8", 0.4, "island", decision={"thought": "Use a mean over neighbours."})]
+    seen = {}
+    for rng in range(16):
+      proposal = self.propose("eoh", parent_with(*island), rng=rng)
+      self.assertTrue(proposal.ok, proposal.error)
+      self.assertIsNone(proposal.scope)
+      op = proposal.decision["operator"]
+      self.assertEqual(proposal.decision["prompt"]["operator"], op)
+      self.assertEqual([c.role for c in proposal.calls], [op.lower()])
+      self.assertEqual(proposal.decision["thought"], THOUGHT)
+      prompt = user_text(self.requests[0])
+      self.assertIn(f'strategy="eoh" operator="{op}"', prompt)
+      self.assertIn(f"## Operator {op}", prompt)
+      self.assertIn("in one sentence enclosed in curly braces", prompt)
+      programs = re.findall(r'<program id="(\d+)">', prompt)
+      self.assertEqual(sorted(programs), ["3", "8"] if op in ("E1", "E2") else ["3"])
+      if op in ("E1", "E2"):
+        self.assertIn("Idea: Use a mean over neighbours.", prompt)
+      seen[op] = rng
+    self.assertEqual(sorted(seen), ["E1", "E2", "M1", "M2"])
+
+  def test_e2_without_a_second_program_falls_back_to_e1(self):
+    def only_e2(proposer):
+      proposer.operators = ("E2",)
+    proposal = self.propose("eoh", parent_with(), proposer_hook=only_e2)
+    self.assertEqual(proposal.decision["operator"], "E1")
+    self.assertEqual(proposal.decision["prompt"]["requested_operator"], "E2")
+
+  def test_missing_thought_is_recorded(self):
+    proposal = self.propose("eoh", parent_with(), roles=Roles(program=program_reply(CHILD_BOTH)))
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertIsNone(proposal.decision["thought"])
+    self.assertIn("no {...} description", proposal.decision["thought_error"])
+
+  def test_split_thought(self):
+    self.assertEqual(parsing.split_thought("{A {nested} idea}\n```python\nx = {1: 2}\n```"),
+                     "A {nested} idea")
+    self.assertIsNone(parsing.split_thought("```python\nx = {1: 2}\n```"))
+    self.assertIsNone(parsing.split_thought("{unclosed\n```python\nx\n```"))
+
+
+class MutationTest(StrategyTestCase):
+
+  def test_no_llm_request_one_catalogue_move_in_one_factor(self):
+    for rng in range(4):
+      proposal = self.propose("mutation", parent_with(), rng=rng)
+      self.assertEqual(self.requests, [])
+      self.assertEqual(proposal.calls, [])
+      self.assertTrue(proposal.ok, proposal.error)
+      (factor,) = proposal.scope
+      diff = regions.diff_factors(SEED, proposal.child_text)
+      self.assertEqual(diff.changed, (factor,))
+      self.assertFalse(diff.outside_changed)
+      move = proposal.decision["move"]
+      self.assertEqual(offline_moves.get_move(move).factor, factor)
+      self.assertEqual(proposal.directive, offline_moves.get_move(move).directive())
+      self.assertEqual(proposal.decision["prompt"]["llm_calls"], 0)
+
+  def test_tried_moves_are_skipped(self):
+    moves = offline_moves.applicable("ACTION", regions.get_region(SEED, "ACTION"))
+    lineage = [{"iteration": i, "scope": "ACTION", "directive": m.directive(), "feasible": True}
+               for i, m in enumerate(moves[1:])]
+    for rng in range(3):
+      proposal = self.propose("mutation", parent_with(lineage=lineage), rng=rng,
+                              factors=("ACTION",))
+      self.assertEqual(proposal.decision["move"], moves[0].name)
+      self.assertEqual(proposal.decision["untried_moves"], 1)
+
+
+class OfflineStrategiesTest(parameterized.TestCase):
+  """With no model configured, spark/offline answers every strategy's prompts."""
+
+  @parameterized.product(strategy=sorted(config.STRATEGIES), mode=["program", "region"])
+  def test_offline_answers_every_strategy(self, strategy, mode):
+    client = llm.LLMClient(llm.LLMConfig(seed=0))
+    proposer = make_proposer(strategy, ProposerConfig(sar_output=mode), client, FACTORS)
+    parent = parent_with(info("7", 0.9, "top"), info("8", 0.3, "island"),
+                         info("9", 0.2, "diverse", cell=(0, 0)))
+    entangled = []
+    for rng in range(6):
+      proposal = proposer.propose(parent, ProposalHistory(), np.random.default_rng(rng))
+      self.assertTrue(proposal.ok, proposal.error)
+      self.assertTrue(all(c.model == "spark/offline" for c in proposal.calls))
+      self.assertEqual(proposal.calls == [], strategy == "mutation")
+      diff = regions.diff_factors(SEED, proposal.child_text)
+      self.assertFalse(diff.outside_changed)
+      if proposal.scope is not None:
+        self.assertTrue(diff.touches_only(proposal.scope))
+      entangled.append(diff.is_entangled)
+    # Free-form strategies may touch several regions; scoped ones never do.
+    if strategy in ("openevolve", "evoprompting", "funsearch", "eoh"):
+      self.assertIn(True, entangled)
+    elif strategy != "rc_sar":
+      self.assertNotIn(True, entangled)
+
+  def test_offline_program_answer_names_its_moves_in_braces(self):
+    prompt = ('<request role="program" strategy="x" base="1" factors="OPERATOR,ACTION" />\n'
+              f'<program id="2">\nx = 1\n</program>\n<program id="1">\n{SEED}</program>\n')
+    reply = offline.answer([{"role": "user", "content": prompt}], seed=4)
+    thought = parsing.split_thought(reply)
+    self.assertRegex(thought, r"^in (OPERATOR|ACTION), .*\[move: \w+\]")
+    child = parsing.extract_program(reply, SEED, FACTORS)
+    self.assertEqual(set(regions.diff_factors(SEED, child).changed),
+                     {offline_moves.get_move(m).factor
+                      for m in offline_moves.named_moves(thought)})
+    with self.assertRaisesRegex(offline.OfflineRequestError, 'no <program id="5">'):
+      offline.answer([{"role": "user", "content": prompt.replace('base="1"', 'base="5"')}])
+
+
+class PopulationTest(absltest.TestCase):
+  """Inspirations from a real archive: top, diverse (other cells) and island members."""
+
+  def setUp(self):
+    super().setUp()
+    tmp = tempfile.TemporaryDirectory()
+    self.addCleanup(tmp.cleanup)
+    self.archive = archive.Archive(pathlib.Path(tmp.name) / "archive.sqlite",
+                                   archive.ArchiveSettings(num_islands=2))
+    self.addCleanup(self.archive.close)
+    base = {"macs": 1000.0, "param_count": 100.0}
+    rows = [  # id, parent, island, fitness, feature scale
+        (0, None, None, 0.5, 1), (1, 0, 0, 0.55, 1), (2, 0, 0, 0.9, 1), (3, 0, 0, 0.7, 8),
+        (4, 0, 0, 0.2, 2), (5, 0, 1, 0.6, 1)]
+    for cid, parent, island, fitness, scale in rows:
+      self.archive.record_proposal(cid, parent_id=parent, island=island, strategy="x",
+                                   scope=None, directive=None, decision={"thought": f"t{cid}"},
+                                   code=f"# program {cid}\n")
+      features = {k: v * scale for k, v in base.items()}
+      self.archive.record_result(cid, {"ood_val_acc": fitness, **features}, fitness, features)
+    self.archive.record_proposal(6, parent_id=0, island=0, strategy="x", scope=None,
+                                 directive=None, decision={}, code="# rejected\n",
+                                 status="rejected", stage="shape", reason="shape")
+
+  def test_top_diverse_and_island(self):
+    parent = self.archive.get(1)
+    got = population.inspirations(self.archive, parent, 0,
+                                  ContextRequest(top=2, diverse=2, island=5))
+    self.assertEqual([(p.program_id, p.source) for p in got],
+                     [("2", "top"), ("3", "top"), ("4", "diverse"), ("0", "island")])
+    diverse = got[2]
+    self.assertEqual(diverse.cell, self.archive.cell(self.archive.get(4).features))
+    self.assertNotEqual(diverse.cell, self.archive.cell(parent.features))
+    self.assertEqual(got[0].text, "# program 2\n")
+    self.assertEqual(got[0].decision, {"thought": "t2"})
+    self.assertEqual(got[0].fitness, 0.9)
+
+  def test_empty_request_and_small_populations(self):
+    parent = self.archive.get(1)
+    self.assertEqual(population.inspirations(self.archive, parent, 0, ContextRequest()), ())
+    got = population.inspirations(self.archive, parent, 1, ContextRequest(island=10))
+    self.assertEqual([p.program_id for p in got], ["5", "0"])  # Rejected 6 never appears.
+
+  def test_request_validation(self):
+    with self.assertRaisesRegex(ValueError, "ContextRequest.top must be >= 0"):
+      ContextRequest(top=-1)
+    with self.assertRaisesRegex(ValueError, "IslandReset needs"):
+      IslandReset(interval=0)
+    with self.assertRaisesRegex(ValueError, "ParentInfo.source='elite'"):
+      ParentInfo("1", "x", source="elite")
+
+
+class FakeEvaluate:
+  """Deterministic metrics from the program text (no JAX)."""
+
+  def __call__(self, program_path, profile, seeds, *, workdir, limits):
+    del profile, seeds, workdir, limits
+    text = pathlib.Path(program_path).read_text()
+    score = (sum(text.encode()) % 997) / 997
+    return types.SimpleNamespace(status="ok", reason="", metrics={
+        "ood_val_acc": 0.3 + 0.5 * score, "ood_acc": 0.3, "val_acc": 0.9,
+        "param_count": 2000 + len(text), "processor_param_count": 1000 + len(text),
+        "macs": 5000 + 10 * len(text), "train_seconds": 0.1})
+
+
+class ControllerRunTest(parameterized.TestCase):
+  """Every strategy in the real controller loop (fake trainer), LLM via the local server."""
+
+  @parameterized.parameters(*sorted(config.STRATEGIES))
+  def test_strategy_completes_a_run(self, strategy):
+    tmp = self.create_tempdir().full_path
+    responder = lambda request: Reply(offline.answer(request["messages"], seed=0))  # noqa: E731
+    with ScriptedServer(responder=responder) as server:
+      cfg = config.SearchConfig(
+          output=os.path.join(tmp, "run"), strategy=strategy, profile="quick", iterations=4,
+          feasibility_check=False, progress="none", num_islands=2, migration_interval=2,
+          llm_model="openai/scripted", llm_api_base=server.api_base)
+      Controller(rundir.open_run(cfg), evaluate=FakeEvaluate()).run()
+      hits = server.hits
+    db = archive.ArchiveDB(os.path.join(tmp, "run", "archive.sqlite"))
+    try:
+      candidates = db.candidates()
+      calls = db.llm_calls()
+    finally:
+      db.close()
+    proposals = [c for c in candidates if c.is_proposal]
+    self.assertLen(proposals, 4)
+    summary = json.loads(pathlib.Path(tmp, "run", "results", "summary.json").read_text())
+    self.assertEqual(summary["proposals"], 4)
+    for c in proposals:
+      self.assertEqual(c.strategy, strategy)
+      self.assertEqual(c.decision["strategy"], strategy)
+      self.assertIn("prompt", c.decision)
+      self.assertIsNotNone(c.entangled, c.reason)
+    if strategy == "mutation":
+      self.assertEqual((hits, calls), (0, []))
+    else:
+      self.assertEqual(len(calls), hits)
+      self.assertTrue(all(call["model"] == "openai/scripted" for call in calls))
+    free = strategy in ("openevolve", "evoprompting", "funsearch", "eoh")
+    self.assertEqual({c.scope is None for c in proposals}, {free})
+    if strategy == "rc_sar":
+      self.assertEqual({c.scope for c in proposals}, {FACTORS})
+    if free:  # Unscoped children touching two factors count as entangled.
+      self.assertEqual([c.entangled for c in proposals],
+                       [len(c.changed_factors) > 1 for c in proposals])
+    if strategy in ("openevolve", "evoprompting", "funsearch"):  # The controller's context.
+      self.assertGreater(max(c.decision["prompt"]["inspirations"] for c in proposals), 0)
+
+
+JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
+QUICK = dict(profile="quick", profile_overrides=("train_steps=2", "hidden=16"), iterations=2,
+             num_islands=2, progress="log", seed=0)
+
+
+@pytest.mark.slow
+class QuickSearchTest(parameterized.TestCase):
+  """Real quick-profile searches (sandboxed checks + CLRS training), offline provider.
+
+  One run takes minutes on the 2-core CI box (about 4.5 min for openevolve under shared
+  load), so all are slow; ControllerRunTest runs every strategy through the same loop
+  with a fake trainer by default.
+  """
+
+  def setUp(self):
+    super().setUp()
+    patcher = mock.patch.dict(os.environ, {"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
+                                           "MPLBACKEND": "Agg"})
+    patcher.start()
+    self.addCleanup(patcher.stop)
+
+  @parameterized.parameters(*sorted(config.STRATEGIES))
+  def test_quick_search(self, strategy):
+    import spark_clrs
+
+    out = pathlib.Path(self.create_tempdir().full_path) / "run"
+    result = spark_clrs.search(output=str(out), strategy=strategy, **QUICK)
+    self.assertEqual(result.summary["proposals"], 2)
+    self.assertEqual([c.id for c in result.candidates], [0, 1, 2])
+    for c in result.candidates[1:]:
+      self.assertEqual(c.strategy, strategy)
+      self.assertEqual(c.decision["strategy"], strategy)
+      self.assertNotIn(c.status, ("proposed", "evaluating"))
+    self.assertIsNotNone(result.best)
+    self.assertIsNotNone(result.summary["entanglement_rate"])
+
+
+if __name__ == "__main__":
+  absltest.main()
