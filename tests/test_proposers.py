@@ -19,6 +19,7 @@ from spark_clrs.proposers import (
   ParentInfo,
   ProposalHistory,
   ProposerConfig,
+  context,
   make_proposer,
   register,
   strategies,
@@ -239,6 +240,15 @@ class RegistryAndHistoryTest(absltest.TestCase):
     self.assertEqual([round(g, 6) for g in gains["ACTION"]], [0.1, 0.0])
     plateau = history.plateau()
     self.assertEqual((plateau.evaluations, plateau.since_best, plateau.best_fitness), (3, 2, 0.5))
+
+  def test_prompt_metrics_ignore_timings_and_the_test_set(self):
+    # Timings differ between runs (prompts must be reproducible for the reply cache) and
+    # the reported test accuracy must never reach a proposer.
+    base = {"ood_val_acc": 0.5, "macs": 1000, "param_count": 10}
+    noisy = {**base, "train_seconds": 12.3, "compile_seconds": 4.5, "ood_acc": 0.9}
+    self.assertEqual(context.format_metrics(noisy), context.format_metrics(base))
+    self.assertEqual(context.metrics_line(noisy), context.metrics_line(base))
+    self.assertIn("ood_val_acc", context.metrics_line(base))
 
 
 class OfflineProposalTest(parameterized.TestCase):

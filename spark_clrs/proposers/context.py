@@ -15,8 +15,10 @@ from spark_clrs import prompts
 from spark_clrs.proposers.base import Outcome, ProposalHistory
 
 # Metrics a proposer may see (selection set, cost); test metrics are deliberately absent.
+# Wall-clock timings are deliberately absent: they differ between runs, so showing them
+# would make prompts (and so the reply cache and a seeded run) irreproducible.
 VISIBLE_METRICS = ("ood_val_acc", "ood_val_acc_std", "val_acc", "param_count",
-                   "processor_param_count", "macs", "macs_nb_nodes", "train_seconds")
+                   "processor_param_count", "macs", "macs_nb_nodes")
 NONE = "(none)"
 
 
