@@ -25,6 +25,7 @@ from absl import flags
 STRATEGIES = ("spark", "asr_only", "rc_sar", "openevolve", "evoprompting", "funsearch", "eoh",
               "mutation")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
+EXECUTORS = ("local", "ray")
 _FACTOR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _OVERRIDE = re.compile(r"^[a-z_][a-z0-9_]*=.+$")
 
@@ -122,9 +123,28 @@ class SearchConfig:
                                   "checks.", run_defining=False)
   check_memory_mb: int = _field(8192, "Memory limit of the feasibility-check child (MB).",
                                 run_defining=False)
-  parallel_evaluations: int = _field(1, "Candidates trained at the same time on this machine "
-                                     "(proposed as a generation, archived in iteration "
-                                     "order).", run_defining=False)
+  parallel_evaluations: int = _field(1, "Candidates evaluated at the same time (local slots, "
+                                     "one device each, or Ray tasks in flight). Asynchronous "
+                                     "unless --synchronous: a new proposal is made while the "
+                                     "others train.", run_defining=False)
+  synchronous: bool = _field(False, "With --parallel_evaluations=N > 1: run in generations of "
+                             "N proposals made from the same archive state and archived in "
+                             "iteration order, so the same --seed and N give the same "
+                             "candidates whatever order the evaluations finish in.",
+                             run_defining=False)
+  executor: str = _field("local", "Where evaluations run: 'local' (sandboxed children forked "
+                         "from warm workers on this machine) or 'ray' (one Ray task per "
+                         "evaluation, one GPU each when the cluster has GPUs; needs "
+                         "pip install -e .[ray]).", choices=EXECUTORS, run_defining=False)
+  ray_address: str = _field("", "Ray cluster for --executor=ray: HOST:PORT, ray://HOST:PORT or "
+                            "auto; empty = the Ray instance this process started, else a new "
+                            "local one.", run_defining=False)
+  ray_cpus_per_evaluation: int = _field(1, "CPUs each Ray evaluation task requests when the "
+                                        "cluster has no GPU.", run_defining=False)
+  compilation_cache: bool = _field(True, "Persistent JAX compilation cache for evaluations, in "
+                                   "RUN/cache/jax ($JAX_COMPILATION_CACHE_DIR when set): a "
+                                   "computation compiled before skips XLA's backend compile.",
+                                   run_defining=False)
   progress: str = _field("auto", "Progress display: a live bar on a terminal (auto, bar), one "
                          "log line per candidate (log), or nothing (none).",
                          choices=PROGRESS_MODES, run_defining=False)
@@ -184,7 +204,7 @@ def validate(config: SearchConfig) -> None:
     if choices and value not in choices:
       _fail(f"--{f.name}={value!r} is not one of {', '.join(choices)}")
   positive = ("population_size", "num_islands", "archive_size", "migration_interval",
-              "feature_bins", "parallel_evaluations")
+              "feature_bins", "parallel_evaluations", "ray_cpus_per_evaluation")
   for name in positive:
     if getattr(config, name) < 1:
       _fail(f"--{name}={getattr(config, name)} must be at least 1")

@@ -15,11 +15,17 @@ evaluation was running at a crash is re-run (in a fresh working directory),
 and a proposal that was being made is re-made from the same seeded RNG, its
 LLM replies coming from the run's reply cache.
 
-With ``parallel_evaluations=N`` the loop runs in generations of N: N
-proposals from the same archive state, their checks and trainings in
-parallel threads (each in its own sandboxed child), then archived in
-iteration order, so a given seed and N give the same run however the
-evaluations interleave.
+Evaluations run on an executor (executors.py): local slots forked from warm
+workers, one device each, or Ray tasks (``--executor=ray``). With
+``parallel_evaluations=N > 1`` N evaluations are in flight, each checked and
+trained from its own thread; only this (the driver) thread proposes and
+writes the archive. By default the loop is asynchronous: the next proposal
+is made while the others train and is queued, so a slot that frees starts
+at once, and results are archived as they finish. With ``--synchronous`` it
+runs in generations of N: N proposals from the same archive state (each
+iteration's RNG is seeded by ``(seed, iteration)``), evaluated in parallel,
+archived in iteration order, so a given seed and N give the same run however
+the evaluations interleave.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pathlib
+import queue
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -120,9 +129,9 @@ class Controller:
     stream: where progress goes (default stderr).
     proposer: a `Proposer` to use instead of the one ``--strategy`` names.
     evaluate: the evaluation function, called as ``evaluate(program_path, profile,
-      seeds, workdir=..., limits=...)`` and returning an object with ``status``,
-      ``metrics`` and ``reason`` (default `spark_clrs.evaluator.evaluate`, which
-      trains in a sandboxed child); other executors plug in here.
+      seeds, workdir=..., limits=...)`` from up to ``parallel_evaluations`` threads
+      and returning an object with ``status``, ``metrics`` and ``reason`` (default:
+      the ``--executor``'s, which trains in a sandboxed child).
   """
 
   def __init__(self, opened: rundir.OpenedRun, *, stream: TextIO | None = None,
@@ -133,6 +142,7 @@ class Controller:
     self._stream = stream
     self._proposer_override = proposer
     self._evaluate_fn = evaluate
+    self._evaluate_call: EvaluateFn | None = None
     self.profile = None
     self.budget = None
 
@@ -222,17 +232,32 @@ class Controller:
           self.log.close()
           archive.close()
 
+  def _executor(self) -> Any:
+    """The executor ``--executor`` names, with the run's compilation cache."""
+    from spark_clrs import executors
+
+    cfg = self.config
+    cache = None
+    if cfg.compilation_cache:
+      cache = pathlib.Path(os.environ.get(executors.JAX_CACHE_VAR)
+                           or self.run_dir.root / "cache" / "jax")
+    try:
+      return executors.make_executor(
+          cfg.executor, cfg.parallel_evaluations, workdir=self.run_dir.work / "executor",
+          compile_cache_dir=cache, ray_address=cfg.ray_address,
+          ray_cpus_per_evaluation=cfg.ray_cpus_per_evaluation)
+    except executors.ExecutorError as e:
+      raise config_lib.ConfigError(str(e)) from None
+
   def _run_loop(self) -> None:
-    from spark_clrs import checks
+    from spark_clrs import checks, executors
 
     cfg = self.config
     self.run_dir.ensure_programs({c.id: c.code for c in self.archive.candidates() if c.code})
     self.check_config = self._check_config()
     self.proposer = self._proposer()
-    if self._evaluate_fn is None:
-      from spark_clrs.evaluator import evaluate  # Parent side: trains in a sandboxed child.
-
-      self._evaluate_fn = evaluate
+    executor = self._executor() if self._evaluate_fn is None else None
+    self._evaluate_call = executor.evaluate if executor is not None else self._evaluate_fn
     if self._proposer_override is not None:
       self.log.say(f"proposer: {type(self.proposer).__name__} (given by the caller)")
     elif not cfg.llm_model:
@@ -245,31 +270,123 @@ class Controller:
     worker = checks.make_worker(self.run_dir.work / "check-worker") if cfg.feasibility_check \
         else None
     try:
+      if executor is not None:
+        try:
+          executor.start()
+        except executors.ExecutorError as e:
+          raise SearchError(str(e)) from None
+        self.log.say(executor.describe())
       if worker is not None:
         worker.start()
       self.worker = worker
       self._ensure_seed()
       self.budget = self._budget()
-      n = cfg.parallel_evaluations
       next_id = (self.archive.db.max_candidate_id() or 0) + 1
-      # Finish the generation that was interrupted, then the candidates left in flight.
-      generation_end = min(cfg.iterations, SEED_ID + n * math.ceil((next_id - 1) / n))
-      for k in range(next_id, generation_end + 1):
-        self._propose(k)
-      self._process(self.archive.pending())
-      k = max(next_id, generation_end + 1)
-      while k <= cfg.iterations:
-        batch = list(range(k, min(k + n, cfg.iterations + 1)))
-        for j in batch:
-          self._propose(j)
-        self._process([c for c in (self.archive.get(j) for j in batch)
-                       if c is not None and c.status in PENDING_STATUSES])
-        k = batch[-1] + 1
+      if cfg.parallel_evaluations > 1 and not cfg.synchronous:
+        self._run_asynchronous(next_id)
+      else:
+        self._run_generations(next_id)
       self.log.event("finished", message=f"search finished: {cfg.iterations} proposals in "
                      f"{self.run_dir.root}")
     finally:
-      if worker is not None:
-        worker.close()
+      try:
+        if worker is not None:
+          worker.close()
+      finally:
+        if executor is not None:
+          executor.close()
+        self._evaluate_call = None
+
+  def _run_generations(self, next_id: int) -> None:
+    """Generations of N proposals, evaluated in parallel, archived in iteration order."""
+    cfg = self.config
+    n = cfg.parallel_evaluations
+    # Finish the generation that was interrupted, then the candidates left in flight.
+    generation_end = min(cfg.iterations, SEED_ID + n * math.ceil((next_id - 1) / n))
+    for k in range(next_id, generation_end + 1):
+      self._propose(k)
+    self._process(self.archive.pending())
+    k = max(next_id, generation_end + 1)
+    while k <= cfg.iterations:
+      batch = list(range(k, min(k + n, cfg.iterations + 1)))
+      for j in batch:
+        self._propose(j)
+      self._process([c for c in (self.archive.get(j) for j in batch)
+                     if c is not None and c.status in PENDING_STATUSES])
+      k = batch[-1] + 1
+
+  def _run_asynchronous(self, next_id: int) -> None:
+    """N evaluations in flight and one proposal queued; results archived as they finish.
+
+    Only this thread proposes and writes the archive; the N evaluation threads take
+    queued candidates and hand back outcomes. Candidates left pending by an earlier
+    invocation are evaluated first.
+    """
+    cfg = self.config
+    n = cfg.parallel_evaluations
+    todo: queue.Queue = queue.Queue()
+    done: queue.Queue = queue.Queue()
+    stop = object()
+
+    def evaluation_thread() -> None:
+      while True:
+        item = todo.get()
+        if item is stop:
+          return
+        c, parent_text = item
+        try:
+          done.put((c, self._safe_evaluate(c, parent_text)))
+        except BaseException as e:  # e.g. KeyboardInterrupt: the driver re-raises it.
+          done.put((c, e))
+
+    threads = [threading.Thread(target=evaluation_thread, name=f"evaluation-{i}", daemon=True)
+               for i in range(n)]
+    for t in threads:
+      t.start()
+    queued = 0
+
+    def enqueue(c: Candidate) -> None:
+      nonlocal queued
+      parent = self.archive.get(c.parent_id) if c.parent_id is not None else None
+      self.archive.mark_evaluating(c.id)
+      self.log.event("evaluating", c.id)
+      todo.put((c, parent.code if parent is not None else None))
+      queued += 1
+
+    def record(item: tuple[Candidate, Any]) -> None:
+      nonlocal queued
+      c, outcome = item
+      queued -= 1
+      if isinstance(outcome, BaseException):
+        raise outcome
+      self._record(c, outcome)
+
+    try:
+      for c in self.archive.pending():
+        enqueue(c)
+      k = next_id
+      while k <= cfg.iterations or queued:
+        while True:  # Archive what finished, so that the next proposal sees it.
+          try:
+            record(done.get_nowait())
+          except queue.Empty:
+            break
+        if k <= cfg.iterations and queued <= n:
+          self._propose(k)
+          c = self.archive.get(k)
+          if c is not None and c.status in PENDING_STATUSES:
+            enqueue(c)
+          k += 1
+        elif queued:
+          record(done.get())
+    finally:
+      while True:  # Nothing queued starts any more; running evaluations end with the executor.
+        try:
+          todo.get_nowait()
+        except queue.Empty:
+          break
+      for _ in threads:
+        todo.put(stop)
 
   # Seed ----------------------------------------------------------------------
   def _ensure_seed(self) -> None:
@@ -474,7 +591,7 @@ class Controller:
       check_metrics = {"check_param_count": verdict.param_count, "check_macs": verdict.macs}
       if not verdict.feasible:
         return Outcome("rejected", verdict.stage, verdict.reason, check_metrics)
-    result = self._evaluate_fn(
+    result = self._evaluate_call(
         str(self.run_dir.program_path(c.id)), self.profile, list(cfg.training_seeds),
         workdir=_fresh_dir(self.run_dir.work / f"{c.id:04d}", "eval"),
         limits=self._limits("eval"))

@@ -14,9 +14,13 @@ restored first (CLRS's best checkpoint, kept in memory).
 
 Timings: XLA compilation is measured from JAX's own compile events
 (``jax.monitoring``: trace + lowering + backend compile) and reported as
-``compile_seconds``; ``init_seconds``, ``train_seconds`` and ``eval_seconds`` are the
-wall time of those phases minus the compilation inside them. The model object (and so
-its jit caches) is reused across seeds: only the first seed pays for compilation.
+``compile_seconds`` (and per phase); ``init_seconds``, ``train_seconds`` and
+``eval_seconds`` are the wall time of those phases minus the compilation inside them.
+``train_seconds`` is the whole training loop, drawing its batches included: like
+``run.py`` the loop never waits for a step's loss (only every 50th, to log it), so each
+batch is sampled while the device runs the previous step; ``data_seconds`` is building
+the samplers and evaluation sets. The model object (and so its jit caches) is reused
+across seeds: only the first seed pays for compilation.
 
 Each evaluation must see exactly one device: with several, dm-clrs 2.0.3 takes a pmap
 path that calls ``jax.device_put_replicated``, which current JAX removed.
@@ -30,7 +34,7 @@ import os
 import pathlib
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import clrs
@@ -71,23 +75,46 @@ _COMPILE_CLOCK = _CompileClock()
 
 
 class _Phases:
-  """Accumulates wall time per phase, with compilation split off into ``compile``."""
+  """Accumulates wall time per phase, with compilation split off into ``compile``.
+
+  Phases may nest (val scoring inside the training loop): a phase's own time excludes
+  the phases run inside it, so nothing is counted twice. ``cpu_seconds`` is the same
+  for the process's CPU time (all threads), less the compile time; unlike wall time it
+  hardly grows when other processes share the CPUs.
+  """
 
   def __init__(self) -> None:
     self.seconds: dict[str, float] = {}
+    self.cpu_seconds: dict[str, float] = {}
+    self.compile_by_phase: dict[str, float] = {}
+    self._inner: list[list[float]] = []  # [wall, cpu, compile] of phases nested in each.
 
   def run(self, phase: str, fn: Callable[[], Any]) -> Any:
-    start, compiled = time.perf_counter(), _COMPILE_CLOCK.seconds
+    start, cpu, compiled = time.perf_counter(), time.process_time(), _COMPILE_CLOCK.seconds
+    self._inner.append([0.0, 0.0, 0.0])
     try:
       return fn()
     finally:
-      compile_s = _COMPILE_CLOCK.seconds - compiled
+      inner_wall, inner_cpu, inner_compile = self._inner.pop()
       wall = time.perf_counter() - start
-      self.seconds[phase] = self.seconds.get(phase, 0.0) + max(0.0, wall - compile_s)
+      cpu_all = time.process_time() - cpu
+      compile_all = _COMPILE_CLOCK.seconds - compiled
+      compile_s = compile_all - inner_compile
+      own = max(0.0, wall - inner_wall - compile_s)
+      own_cpu = max(0.0, cpu_all - inner_cpu - compile_s)
+      self.seconds[phase] = self.seconds.get(phase, 0.0) + own
+      self.cpu_seconds[phase] = self.cpu_seconds.get(phase, 0.0) + own_cpu
       self.seconds["compile"] = self.seconds.get("compile", 0.0) + compile_s
+      self.compile_by_phase[phase] = self.compile_by_phase.get(phase, 0.0) + compile_s
+      if self._inner:
+        self._inner[-1][0] += wall
+        self._inner[-1][1] += cpu_all
+        self._inner[-1][2] += compile_all
 
 
 FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+_LOG_EVERY = 50  # Training steps between loss log lines (each one a host sync).
+_PROGRESS_EVERY_S = 1.0  # Seconds between progress records of the training loop.
 
 
 def configure_jax(visible_device: str | None = None, fast_compile: bool = False) -> bool:
@@ -205,20 +232,33 @@ def _train_one_seed(model: clrs.models.BaselineModel,
       profile.algorithm, profile.train_lengths, profile.batch_size, rng.randint(2**32)))
   phases.run("init", lambda: initialize(seed + 1))
   best_val, best_params = -math.inf, None
-  loss = math.nan
-  for step in range(profile.train_steps):
-    batch = phases.run("data", lambda: next(stream))
-    key, step_key = jax.random.split(key)
-    loss = phases.run("train", lambda b=batch, k=step_key: float(model.feedback(k, b)))
-    if profile.eval_every and step % profile.eval_every == 0:
-      key, eval_key = jax.random.split(key)
-      val = phases.run("eval:val", lambda k=eval_key: score(model, eval_sets["val"], k))
-      logging.info("seed %d step %d loss %.4f val %.4f", seed, step, loss, val)
-      if val > best_val or best_params is None:
-        best_val, best_params = val, model.params
-    elif step % 50 == 0:
-      logging.info("seed %d step %d loss %.4f", seed, step, loss)
-    sandbox.report_progress(stage="train", seed=seed, step=step)
+  loss: Any = math.nan
+
+  def train() -> None:
+    # As run.py: no host sync per step, so each batch is drawn while the device runs the
+    # previous step; the loss is read only when it is logged.
+    nonlocal key, loss, best_val, best_params
+    reported = -math.inf
+    for step in range(profile.train_steps):
+      batch = next(stream)
+      key, step_key = jax.random.split(key)
+      loss = model.feedback(step_key, batch)
+      if profile.eval_every and step % profile.eval_every == 0:
+        key, eval_key = jax.random.split(key)
+        val = phases.run("eval:val", lambda k=eval_key: score(model, eval_sets["val"], k))
+        logging.info("seed %d step %d loss %.4f val %.4f", seed, step, float(loss), val)
+        if val > best_val or best_params is None:
+          best_val, best_params = val, model.params
+      elif step % _LOG_EVERY == 0:
+        logging.info("seed %d step %d loss %.4f", seed, step, float(loss))
+      now = time.monotonic()
+      if now - reported >= _PROGRESS_EVERY_S:
+        sandbox.report_progress(stage="train", seed=seed, step=step)
+        reported = now
+    jax.block_until_ready(loss)
+
+  phases.run("train", train)
+  loss = float(loss)
   if best_params is not None:
     model.params = best_params
   sandbox.report_progress(stage="eval", seed=seed)
@@ -248,9 +288,11 @@ def evaluate_program(program_path: str, profile: profiles_lib.EvalProfile,
     ``processor_param_count``, ``macs`` at ``macs_nb_nodes``; ``compile_seconds``,
     ``init_seconds``, ``train_seconds``, ``step_seconds``, ``eval_seconds`` (and
     ``eval_seconds_by_set``), ``data_seconds``, ``load_seconds``, ``total_seconds``;
-    ``cpu_seconds`` (user + system of this process so far: robust to other load);
-    ``peak_rss_mb``; the resolved profile, seeds, final losses, device and whether
-    ``fast_compile`` took effect.
+    ``cpu_seconds`` (user + system of this process so far: robust to other load) and
+    ``train_cpu_seconds`` (of the training loop, compilation excluded);
+    ``peak_rss_mb``, ``peak_device_mb`` (accelerators only, else None),
+    ``compile_seconds_by_phase``; the resolved profile, seeds, final losses, device and
+    whether ``fast_compile`` took effect.
 
   Raises:
     processors.ProgramLoadError: the program does not load or has no factory.
@@ -311,10 +353,16 @@ def evaluate_program(program_path: str, profile: profiles_lib.EvalProfile,
     metrics[f"{phase}_seconds"] = round(seconds.get(phase, 0.0), 3)
   metrics["eval_seconds_by_set"] = by_set
   metrics["step_seconds"] = round(seconds.get("train", 0.0) / steps, 5)
+  metrics["train_cpu_seconds"] = round(phases.cpu_seconds.get("train", 0.0), 3)
   metrics["total_seconds"] = round(time.perf_counter() - start, 3)
   usage = resource.getrusage(resource.RUSAGE_SELF)
   metrics["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
   metrics["peak_rss_mb"] = round(usage.ru_maxrss / 1024.0, 1)
+  metrics["compile_seconds_by_phase"] = {
+      phase: round(value, 3) for phase, value in phases.compile_by_phase.items() if value}
+  stats = jax.devices()[0].memory_stats() or {}  # None on CPU.
+  metrics["peak_device_mb"] = (round(stats["peak_bytes_in_use"] / 2**20, 1)
+                               if "peak_bytes_in_use" in stats else None)
   metrics["device"] = jax.devices()[0].platform
   metrics["fast_compile"] = fast_compile
   metrics["profile_config"] = profile.to_dict()
@@ -375,7 +423,8 @@ def default_limits(profile: profiles_lib.EvalProfile, num_seeds: int = 1) -> san
 def evaluate(program_path: str | pathlib.Path, profile: profiles_lib.EvalProfile,
              seeds: Sequence[int], *, workdir: pathlib.Path,
              limits: sandbox.Limits | None = None, worker: sandbox.Worker | None = None,
-             visible_device: str | None = None) -> EvalResult:
+             visible_device: str | None = None,
+             extra_env: Mapping[str, str] | None = None) -> EvalResult:
   """Evaluates a program in a sandboxed child (parent side; never loads the program).
 
   Args:
@@ -386,6 +435,8 @@ def evaluate(program_path: str | pathlib.Path, profile: profiles_lib.EvalProfile
     limits: sandbox limits; default :func:`default_limits`.
     worker: a warm ``sandbox.Worker`` to fork from instead of starting a fresh Python.
     visible_device: accelerator id the child may use (e.g. "0").
+    extra_env: non-secret environment of a fresh child (e.g. ``JAX_COMPILATION_CACHE_DIR``);
+      a warm ``worker`` has its own, given when it was made.
 
   Raises:
     processors.ProgramLoadError: ``program_path`` is neither a file nor a seed name.
@@ -397,7 +448,8 @@ def evaluate(program_path: str | pathlib.Path, profile: profiles_lib.EvalProfile
   if worker is not None:
     result = worker.run(CHILD_TARGET, payload, workdir=workdir, limits=limits)
   else:
-    result = sandbox.run_in_child(CHILD_TARGET, payload, workdir=workdir, limits=limits)
+    result = sandbox.run_in_child(CHILD_TARGET, payload, workdir=workdir, limits=limits,
+                                  extra_env=extra_env)
   return EvalResult(status=result.status, metrics=result.value, reason=result.reason,
                     wall_seconds=result.wall_seconds, peak_rss_mb=result.peak_rss_mb,
                     stderr_tail=result.stderr_tail)
