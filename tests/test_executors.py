@@ -19,6 +19,7 @@ from unittest import mock
 import psutil
 from absl.testing import absltest
 
+import spark_clrs
 from spark_clrs import executors
 
 
@@ -88,7 +89,10 @@ class LocalExecutorTest(absltest.TestCase):
 
     fake_module = types.SimpleNamespace(evaluate=fake_evaluate)
     ex = executors.LocalExecutor(2, workdir=self.tmp, devices=["0", "1"], warm=False)
-    with mock.patch.dict(sys.modules, {"spark_clrs.evaluator": fake_module}):
+    # `from spark_clrs import evaluator` reads the package attribute once the real module
+    # was imported by an earlier test, so patch it there as well as in sys.modules.
+    with mock.patch.dict(sys.modules, {"spark_clrs.evaluator": fake_module}), \
+        mock.patch.object(spark_clrs, "evaluator", fake_module, create=True):
       threads = [threading.Thread(target=ex.evaluate, args=("p.py", None, [0]),
                                   kwargs={"workdir": self.tmp / str(i), "limits": None})
                  for i in range(6)]
