@@ -3,9 +3,9 @@
 ``manifest.json`` lists one case per entry. Cases are built from the CURRENT seeds, so
 they stay valid when a seed's read-only text changes:
 
-* ``kind: region`` -- ``<name>.py`` holds a new body for ``region`` of seed ``base``;
+* ``kind: region`` -- ``<name>.case`` holds a new body for ``region`` of seed ``base``;
 * ``kind: replace`` -- ``replacements`` ([old, new] pairs) are applied to seed ``base``;
-* ``kind: program`` -- ``<name>.py`` is a complete standalone program.
+* ``kind: program`` -- ``<name>.case`` is a complete standalone program (``.case``, not ``.py``: many are deliberately broken Python).
 
 ``with_parent`` says whether the seed is passed as the parent (then the ``scope`` stage
 runs with ``scope``); ``expect`` is the rejecting stage, or ``ok`` for a valid edit.
@@ -43,7 +43,7 @@ def load_corpus() -> list[Case]:
   for e in entries:
     seed = (SEEDS_DIR / f"{e['base']}.py").read_text() if e["base"] else None
     if e["kind"] == "region":
-      body = (CORPUS_DIR / f"{e['name']}.py").read_text()
+      body = (CORPUS_DIR / f"{e['name']}.case").read_text()
       text = regions.replace_region(seed, e["region"], body)
     elif e["kind"] == "replace":
       text = seed
@@ -53,7 +53,7 @@ def load_corpus() -> list[Case]:
                            "update the replacement in manifest.json")
         text = text.replace(old, new, 1)
     else:
-      text = (CORPUS_DIR / f"{e['name']}.py").read_text()
+      text = (CORPUS_DIR / f"{e['name']}.case").read_text()
     cases.append(Case(name=e["name"], expect=e["expect"], why=e["why"], candidate=text,
                       parent=seed if e["with_parent"] else None,
                       scope=tuple(e["scope"]) if e["scope"] else None,
