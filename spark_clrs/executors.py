@@ -357,8 +357,11 @@ class RayExecutor(Executor):
                  log_to_driver=False, configure_logging=False)
       except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
         where = self._address or "a new local instance"
+        hint = ("; if the cluster uses token authentication, export RAY_AUTH_MODE=token "
+                "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                if self._address else "")
         raise ExecutorError(f"--executor=ray: cannot connect to Ray at {where}: "
-                            f"{' '.join(str(e).split())[:300]}") from None
+                            f"{' '.join(str(e).split())[:300]}{hint}") from None
       self._started_ray = True
     cluster = ray.cluster_resources()
     gpus = cluster.get("GPU", 0.0)
