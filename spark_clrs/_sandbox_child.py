@@ -1,11 +1,13 @@
 """Child half of the sandbox: runs one trusted target function inside the jail.
 
-``spark_clrs.sandbox`` starts this module as ``python -m spark_clrs._sandbox_child
-REQUEST.json`` (a fresh child) or calls :func:`serve` in its warm worker. It applies the
-resource limits, imports the target ``module:function`` (our own code, never the
-candidate directly), calls it with the JSON payload and writes the outcome to the result
-file named in the request. It deliberately imports nothing but the standard library, so
-that the limits are in force before JAX or any candidate code is loaded.
+``spark_clrs.sandbox`` starts this module, inside the bubblewrap jail (``jail.py``), as
+``python -m spark_clrs._sandbox_child REQUEST.json`` (a fresh child) or as ``--worker FD
+PRELOAD`` (a pre-started single-use worker: it imports ``PRELOAD`` at low CPU priority,
+answers ``ready``, serves exactly one request and exits). It applies the resource limits,
+imports the target ``module:function`` (our own code, never the candidate directly), calls
+it with the JSON payload and writes the outcome to the result file named in the request.
+It imports nothing but the standard library before the limits are set, except the
+worker's preload, which runs before any candidate code exists in the process.
 """
 
 from __future__ import annotations
@@ -24,21 +26,36 @@ import traceback
 # Exception texts that mean the child ran out of memory rather than hit a bug.
 _MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "std::bad_alloc",
                    "Cannot allocate memory")
+# CPU priority (nice) of a worker's preload imports, so that they take little CPU from the
+# candidate running meanwhile; the request itself runs at the worker's normal priority.
+PRELOAD_NICE = 10
 
-def apply_limits(address_space_mb: int) -> None:
-  """Sets RLIMIT_AS (``address_space_mb`` > 0) and disables core dumps."""
+
+def apply_limits(request: dict) -> None:
+  """Sets the request's rlimits (hard = soft, so the target cannot raise them).
+
+  ``RLIMIT_AS`` (``address_space_mb`` > 0), ``RLIMIT_FSIZE`` (``max_file_mb`` > 0),
+  ``RLIMIT_NPROC`` (``max_processes`` > 0; counted per user namespace, so set only in the
+  jail) and no core dumps.
+  """
   resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-  if address_space_mb > 0:
-    limit = address_space_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+  limits = ((resource.RLIMIT_AS, request.get("address_space_mb", 0)),
+            (resource.RLIMIT_FSIZE, request.get("max_file_mb", 0)))
+  for kind, mb in limits:
+    if mb and int(mb) > 0:
+      value = int(mb) * 2**20
+      resource.setrlimit(kind, (value, value))
+  nproc = int(request.get("max_processes", 0) or 0)
+  if nproc > 0:
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
 def watch_parent(poll_s: float = 0.5) -> None:
   """Kills this process's group as soon as its parent dies (e.g. a SIGKILLed search).
 
-  Every sandbox process leads its own session, so nothing else would reap it: without
-  this a killed search leaves its evaluation running. The check is a daemon thread
-  comparing ``getppid()`` with the parent at start (re-parenting means the parent died).
+  Needed with ``--sandbox=none`` (every sandbox process leads its own session, so nothing
+  else would reap it); in the jail ``--die-with-parent`` does this, and the parent seen
+  from inside is the jail's init, which only dies with the jail.
   """
   parent = os.getppid()
 
@@ -96,7 +113,7 @@ def execute(request: dict) -> None:
   """Runs one request in this (already isolated) process and exits it."""
   try:
     watch_parent()
-    apply_limits(int(request["address_space_mb"]))
+    apply_limits(request)
     record = run_target(request["target"], request["payload"])
     _write_result(request["result_path"], record)
   except BaseException as e:  # Even writing the result failed: leave a trace on stderr.
@@ -112,10 +129,11 @@ def execute(request: dict) -> None:
 
 
 def _isolate(request: dict, out_fd: int, err_fd: int) -> None:
-  """In a freshly forked worker child: new session, private cwd and env, own stdio."""
-  os.setsid()
+  """In the worker, once its request came: own stdio, nothing else open, request env."""
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
   signal.signal(signal.SIGINT, signal.SIG_DFL)
+  sys.stdout.flush()
+  sys.stderr.flush()
   devnull = os.open(os.devnull, os.O_RDONLY)
   os.dup2(devnull, 0)
   os.dup2(out_fd, 1)
@@ -126,45 +144,62 @@ def _isolate(request: dict, out_fd: int, err_fd: int) -> None:
   os.environ.update(request["env"])
 
 
-def serve(sock_fd: int, preload: list[str]) -> None:
-  """Warm worker loop: import ``preload`` once, then fork one jailed child per request.
+def _preload(names: list[str]) -> None:
+  """Imports ``names`` in a thread at nice :data:`PRELOAD_NICE` (per-thread on Linux).
 
-  Protocol on the SOCK_SEQPACKET socket ``sock_fd``: the parent sends a JSON request with
-  the child's stdout/stderr pipe ends attached (SCM_RIGHTS); the worker answers
-  ``{"pid": PID}`` once the child is forked and ``{"pid": PID, "wait_status": S,
-  "maxrss_kb": K, "cpu_seconds": C}`` when it has exited. A request ``{"quit": true}`` or EOF ends the loop.
+  numpy goes first, in this thread, so that its BLAS threads keep normal priority; the
+  main thread, which serves the request, is never reniced.
   """
-  watch_parent()
-  for name in preload:
-    importlib.import_module(name)
+  if "numpy" in names:
+    importlib.import_module("numpy")
+  errors: list[BaseException] = []
+
+  def body() -> None:
+    try:
+      os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
+    except OSError:
+      pass
+    try:
+      for name in names:
+        importlib.import_module(name)
+    except BaseException as e:  # Reported by the parent as a start failure.
+      errors.append(e)
+
+  thread = threading.Thread(target=body, name="sandbox-preload")
+  thread.start()
+  thread.join()
+  if errors:
+    raise errors[0]
+
+
+def serve(sock_fd: int, preload: list[str]) -> None:
+  """Single-use worker: import ``preload``, say ready, run one request, exit.
+
+  Protocol on the SOCK_SEQPACKET socket ``sock_fd``: the worker sends ``{"ready": true}``
+  once the imports are done; the parent sends one JSON request with the run's
+  stdout/stderr pipe ends attached (SCM_RIGHTS). The socket is closed before the target
+  runs, so candidate code has no channel to the parent but the result file. EOF or
+  ``{"quit": true}`` ends the worker.
+  """
+  _preload(preload)
   sock = socket.socket(fileno=sock_fd)
   sock.sendall(json.dumps({"ready": True}).encode())
-  while True:
-    try:
-      msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
-    except OSError:
-      return
-    if not msg:
-      return
-    request = json.loads(msg)
-    if request.get("quit"):
-      return
-    out_fd, err_fd = fds
-    pid = os.fork()
-    if pid == 0:
-      try:
-        sock.close()
-        _isolate(request, out_fd, err_fd)
-      except BaseException as e:
-        os.write(2, f"sandbox child setup failed: {_one_line(e)}\n".encode())
-        os._exit(4)
-      execute(request)
-    os.close(out_fd)
-    os.close(err_fd)
-    sock.sendall(json.dumps({"pid": pid}).encode())
-    _, status, usage = os.wait4(pid, 0)
-    sock.sendall(json.dumps({"pid": pid, "wait_status": status, "maxrss_kb": usage.ru_maxrss,
-                             "cpu_seconds": usage.ru_utime + usage.ru_stime}).encode())
+  try:
+    msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
+  except OSError:
+    os._exit(0)
+  if not msg or len(fds) != 2:
+    os._exit(0)
+  request = json.loads(msg)
+  if request.get("quit"):
+    os._exit(0)
+  try:
+    sock.close()
+    _isolate(request, fds[0], fds[1])
+  except BaseException as e:
+    os.write(2, f"sandbox worker setup failed: {_one_line(e)}\n".encode())
+    os._exit(4)
+  execute(request)
 
 
 def main(argv: list[str]) -> None:

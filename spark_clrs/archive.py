@@ -16,6 +16,17 @@ archive_db.py; this module is the selection policy:
   ``exploitation_ratio`` a uniform draw from the elites, otherwise a uniform
   draw from the island's occupied cells (exploration).
 
+A strategy may ask for another engine (``proposers.options.EngineOptions``, set with
+:meth:`Archive.configure`): island-local elites (OpenEvolve), FunSearch's clusters of
+equal score sampled by a Boltzmann distribution with its temperature schedule and
+shorter programs favoured inside a cluster, EoH's rank-based selection over a
+fixed-size population, migration to both neighbours or none. The archive only reads
+the options' fields; it never knows which strategy set them.
+
+Duplicates (a child whose AST equals an archived program's) are stored with that
+program's metrics and stage ``duplicate``; they are never parents and never join an
+island, so no population holds the same program twice.
+
 Fitness is ``ood_val_acc``. Only evaluated candidates with a finite fitness
 ever enter an island, so infeasible or failed ones are recorded but never
 sampled as parents. All randomness comes from the caller's numpy Generator.
@@ -32,6 +43,13 @@ from typing import Any
 import numpy as np
 
 from spark_clrs.archive_db import PENDING_STATUSES, ArchiveDB, Candidate
+
+# FunSearch's programs database (Romera-Paredes et al. 2023): cluster sampling
+# temperature T = T_INIT * (1 - (n mod PERIOD) / PERIOD), n = programs on the island;
+# inside a cluster, softmax(-normalised length) at temperature 1.
+CLUSTER_TEMPERATURE_INIT = 0.1
+CLUSTER_TEMPERATURE_PERIOD = 30_000
+DUPLICATE_STAGE = "duplicate"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +79,16 @@ class ArchiveSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-  """A sampled parent and how it was drawn (elite, exploitation or exploration)."""
+  """A sampled parent and how it was drawn (elite, exploitation, exploration, cluster, rank).
+
+  ``companions`` are further programs the strategy's sampler drew with the parent (shown
+  in the same prompt); empty for the default engine.
+  """
 
   parent: Candidate
   island: int
   method: str
+  companions: tuple[Candidate, ...] = ()
 
 
 def _by_fitness(c: Candidate) -> tuple[float, int]:
@@ -73,12 +96,35 @@ def _by_fitness(c: Candidate) -> tuple[float, int]:
   return (-(c.fitness if c.fitness is not None else -math.inf), c.id)
 
 
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+  z = (logits - logits.max()) / max(temperature, 1e-9)
+  w = np.exp(z)
+  return w / w.sum()
+
+
+def score_signature(c: Candidate) -> tuple[float, ...]:
+  """FunSearch's cluster key: the scores per training seed (the fitness with one seed)."""
+  per_seed = c.metrics.get("ood_val_acc_per_seed")
+  values = per_seed if isinstance(per_seed, list) and per_seed else [c.fitness]
+  return tuple(round(float(v), 6) for v in values)
+
+
 class Archive:
   """Candidates of one run plus the island / MAP-Elites state used to pick parents."""
 
-  def __init__(self, path: str | pathlib.Path, settings: ArchiveSettings | None = None):
+  def __init__(self, path: str | pathlib.Path, settings: ArchiveSettings | None = None,
+               options: Any = None):
     self.settings = settings or ArchiveSettings()
     self.db = ArchiveDB(path)
+    self.options = options
+
+  def configure(self, options: Any) -> None:
+    """Uses a strategy's ``EngineOptions`` (sampler, companions, migration, population)."""
+    self.options = options
+
+  def _option(self, name: str, default: Any) -> Any:
+    value = getattr(self.options, name, None)
+    return default if value is None else value
 
   def close(self) -> None:
     self.db.close()
@@ -115,6 +161,24 @@ class Archive:
     self.db.update_candidate(candidate_id, status="failed", stage=stage, reason=reason,
                              metrics=metrics)
 
+  def record_duplicate(self, candidate_id: int, original: Candidate) -> None:
+    """A child whose program equals ``original``'s: its metrics, no training, no island."""
+    self.db.update_candidate(
+        candidate_id, status="evaluated", stage=DUPLICATE_STAGE,
+        reason=f"same program as candidate {original.id} (AST equal); its metrics reused",
+        metrics={**original.metrics, "duplicate_of": original.id, "train_seconds": 0.0},
+        fitness=original.fitness, features=dict(original.features))
+
+  def update_metrics(self, candidate_id: int, metrics: dict[str, Any]) -> Candidate:
+    """Adds metrics measured later (OOD-test scored after selection); nothing else changes."""
+    c = self.db.get(candidate_id)
+    if c is None:
+      raise KeyError(f"no candidate {candidate_id}")
+    self.db.update_candidate(candidate_id, status=c.status, stage=c.stage, reason=c.reason,
+                             metrics={**c.metrics, **metrics}, fitness=c.fitness,
+                             features=c.features)
+    return self.db.get(candidate_id)
+
   def record_result(self, candidate_id: int, metrics: dict[str, Any], fitness: float,
                     features: dict[str, float]) -> Candidate:
     """Stores an evaluated candidate and places it on its island (all islands for a root)."""
@@ -148,7 +212,9 @@ class Archive:
     return self.db.candidates(f"status IN ({marks})", PENDING_STATUSES)
 
   def parents(self) -> list[Candidate]:
-    return [c for c in self.db.candidates("status = 'evaluated'") if c.can_be_parent]
+    """Evaluated candidates with a finite fitness, duplicates left out."""
+    return [c for c in self.db.candidates("status = 'evaluated'")
+            if c.can_be_parent and c.stage != DUPLICATE_STAGE]
 
   def best(self) -> Candidate | None:
     """The fittest evaluated candidate; ties go to the earliest (best-so-far only rises)."""
@@ -195,39 +261,96 @@ class Archive:
     if not members:
       raise LookupError("the archive has no evaluated candidate to sample a parent from; "
                         "evaluate the seed program first")
+    sampler = self._option("sampler", "archive")
+    if sampler == "clusters":
+      return self._sample_clusters(island, members, rng)
+    if sampler == "rank":
+      return self._sample_rank(island, members, rng)
     s = self.settings
     draw = rng.random()
     if draw < s.elite_selection_ratio:
       return Selection(min(members, key=_by_fitness), island, "elite")
     if draw < s.elite_selection_ratio + s.exploitation_ratio:
-      elites = sorted(self.elites(), key=lambda c: c.id)
+      if sampler == "island":  # OpenEvolve: exploit the island's own elites.
+        pool = sorted(members, key=_by_fitness)[:s.archive_size]
+        elites = sorted(pool, key=lambda c: c.id)
+      else:
+        elites = sorted(self.elites(), key=lambda c: c.id)
       return Selection(elites[int(rng.integers(len(elites)))], island, "exploitation")
     occupants = sorted(set(self.grid(island).values()))
     pool = [c for c in members if c.id in occupants] or members
     return Selection(pool[int(rng.integers(len(pool)))], island, "exploration")
 
+  def _sample_clusters(self, island: int, members: list[Candidate],
+                       rng: np.random.Generator) -> Selection:
+    """FunSearch: 1 + companions clusters by Boltzmann over score, a short program in each.
+
+    Clusters group the island's programs by :func:`score_signature`; a cluster's score
+    is its programs' fitness. The drawn programs are sorted by ascending score and the
+    best becomes the parent (the version the prompt asks the model to improve).
+    """
+    clusters: dict[tuple[float, ...], list[Candidate]] = {}
+    for c in members:
+      clusters.setdefault(score_signature(c), []).append(c)
+    keys = sorted(clusters, key=lambda k: (sum(k) / len(k), k))
+    scores = np.array([sum(k) / len(k) for k in keys], dtype=float)
+    period = CLUSTER_TEMPERATURE_PERIOD
+    temperature = CLUSTER_TEMPERATURE_INIT * (1 - (len(members) % period) / period)
+    k = min(len(keys), 1 + int(self._option("companions", 0)))
+    picked = rng.choice(len(keys), size=k, replace=False, p=_softmax(scores, temperature))
+    chosen = []
+    for i in sorted(int(j) for j in picked):
+      programs = sorted(clusters[keys[i]], key=lambda c: c.id)
+      lengths = np.array([len(c.code or "") for c in programs], dtype=float)
+      normalised = (lengths - lengths.min()) / (lengths.max() + 1e-6)
+      chosen.append(programs[int(rng.choice(len(programs), p=_softmax(-normalised, 1.0)))])
+    chosen.sort(key=lambda c: (c.fitness, -c.id))
+    return Selection(chosen[-1], island, "cluster", tuple(chosen[:-1]))
+
+  def _sample_rank(self, island: int, members: list[Candidate],
+                   rng: np.random.Generator) -> Selection:
+    """EoH: 1 + companions draws (with replacement) with p(rank r) ∝ 1 / (r + 1 + N)."""
+    ranked = sorted(members, key=_by_fitness)
+    weights = np.array([1.0 / (r + 1 + len(ranked)) for r in range(len(ranked))])
+    draws = rng.choice(len(ranked), size=1 + int(self._option("companions", 0)), replace=True,
+                       p=weights / weights.sum())
+    parent = ranked[int(draws[0])]
+    others: list[Candidate] = []
+    for i in draws[1:]:
+      c = ranked[int(i)]
+      if c.id != parent.id and c not in others:
+        others.append(c)
+    return Selection(parent, island, "rank", tuple(others))
+
   def migrate(self, iteration: int) -> list[tuple[int, int, int]]:
-    """Ring migration for ``iteration``; runs at most once per iteration (safe on resume).
+    """Migration for ``iteration``; runs at most once per iteration (safe on resume).
+
+    The options' ``migration`` says where: ``ring`` (the next island, the default),
+    ``both`` (the next and the previous island, OpenEvolve) or ``none`` (FunSearch).
 
     Returns:
       (source island, destination island, candidate id) for every program copied.
     """
     s = self.settings
     moves: list[tuple[int, int, int]] = []
+    mode = self._option("migration", "ring")
     with self.db.transaction():
       if self.db.get_meta("last_migration", -1) >= iteration:
         return moves
-      if s.num_islands > 1:
+      if s.num_islands > 1 and mode != "none":
         snapshot = [sorted((c for c in self.island_members(i) if c.can_be_parent),
                            key=_by_fitness) for i in range(s.num_islands)]
         for source, members in enumerate(snapshot):
-          target = (source + 1) % s.num_islands
-          present = set(self.db.island_member_ids(target))
+          targets = [(source + 1) % s.num_islands]
+          if mode == "both" and (source - 1) % s.num_islands not in targets:
+            targets.append((source - 1) % s.num_islands)
           count = max(1, math.ceil(s.migration_rate * len(members))) if members else 0
-          for migrant in members[:count]:
-            if migrant.id not in present:
-              self._place(target, migrant)
-              moves.append((source, target, migrant.id))
+          for target in targets:
+            present = set(self.db.island_member_ids(target))
+            for migrant in members[:count]:
+              if migrant.id not in present:
+                self._place(target, migrant)
+                moves.append((source, target, migrant.id))
       self.db.set_meta("last_migration", iteration)
     return moves
 
@@ -296,11 +419,12 @@ class Archive:
     an evicted cell holder frees its cell.
     """
     members = sorted(self.island_members(island), key=_by_fitness)
-    excess = len(members) - self.settings.island_capacity
+    population = self._option("population", None)
+    excess = len(members) - (population or self.settings.island_capacity)
     if excess <= 0:
       return
     grid = self.db.grid(island)
-    holders = set(grid.values())
+    holders = set(grid.values()) if population is None else set()  # EoH: fitness alone.
     best = members[0].id
     order = ([c for c in reversed(members) if c.id not in holders and c.id != best] +
              [c for c in reversed(members) if c.id in holders and c.id != best])

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+  candidate_id INTEGER REFERENCES candidates(id),  -- NULL: an attempt a provider failure ended
   role TEXT NOT NULL,
   model TEXT,
   messages TEXT NOT NULL,            -- JSON list of chat messages
@@ -60,7 +60,15 @@ CREATE TABLE IF NOT EXISTS llm_calls (
   latency_s REAL NOT NULL,
   error TEXT,
   cached INTEGER NOT NULL,
-  request_key TEXT
+  request_key TEXT,
+  iteration INTEGER,                 -- the proposal it was made for (= candidate_id if recorded)
+  finish_reason TEXT,
+  attempts INTEGER,                  -- requests sent (retries and continuations included)
+  sample INTEGER,
+  error_kind TEXT,                   -- auth | not_found | connection | rate_limit | server | ...
+  estimated INTEGER,                 -- 1: token counts are estimates (the offline provider)
+  continuations INTEGER,
+  context TEXT                       -- JSON: what the prompt builder dropped to fit the window
 );
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -143,6 +151,42 @@ class Candidate:
     return row
 
 
+# llm_calls columns added after schema 1 (issue 11), added to older archives on open.
+_LLM_CALL_COLUMNS = (("iteration", "INTEGER"), ("finish_reason", "TEXT"), ("attempts", "INTEGER"),
+                     ("sample", "INTEGER"), ("error_kind", "TEXT"), ("estimated", "INTEGER"),
+                     ("continuations", "INTEGER"), ("context", "TEXT"))
+
+
+def _migrate_llm_calls(conn: sqlite3.Connection) -> None:
+  """Brings an older archive's llm_calls table to the current columns (rows kept).
+
+  Old archives had ``candidate_id NOT NULL``; the table is rebuilt once so that the calls
+  of a proposal attempt ended by a provider failure can be stored without a candidate.
+  """
+  info = {r["name"]: r for r in conn.execute("PRAGMA table_info(llm_calls)").fetchall()}
+  missing = [(n, t) for n, t in _LLM_CALL_COLUMNS if n not in info]
+  if not missing and not info["candidate_id"]["notnull"]:
+    return
+  conn.execute("BEGIN IMMEDIATE")
+  try:
+    for name, kind in missing:
+      conn.execute(f"ALTER TABLE llm_calls ADD COLUMN {name} {kind}")
+    if info["candidate_id"]["notnull"]:
+      columns = [r["name"] for r in conn.execute("PRAGMA table_info(llm_calls)").fetchall()]
+      create = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS llm_calls"):]
+      create = create[:create.index(");") + 2].replace("llm_calls", "llm_calls_new", 1)
+      conn.execute(create)
+      names = ", ".join(columns)
+      conn.execute(f"INSERT INTO llm_calls_new ({names}) SELECT {names} FROM llm_calls")
+      conn.execute("DROP TABLE llm_calls")
+      conn.execute("ALTER TABLE llm_calls_new RENAME TO llm_calls")
+    conn.execute("UPDATE llm_calls SET iteration = candidate_id WHERE iteration IS NULL")
+  except BaseException:
+    conn.execute("ROLLBACK")
+    raise
+  conn.execute("COMMIT")
+
+
 def _candidate(row: sqlite3.Row) -> Candidate:
   scope = _loads(row["scope"])
   entangled = row["entangled"]
@@ -168,6 +212,7 @@ class ArchiveDB:
     self._conn.execute("PRAGMA synchronous=NORMAL")
     self._conn.execute("PRAGMA foreign_keys=ON")
     self._conn.executescript(_SCHEMA)
+    _migrate_llm_calls(self._conn)
     version = self.get_meta("schema_version")
     if version is None:
       self.set_meta("schema_version", SCHEMA_VERSION)
@@ -251,20 +296,29 @@ class ArchiveDB:
     return self._conn.execute("SELECT MAX(id) AS m FROM candidates").fetchone()["m"]
 
   # LLM calls and events ---------------------------------------------------
-  def insert_llm_call(self, candidate_id: int, record: dict[str, Any]) -> None:
+  def insert_llm_call(self, candidate_id: int | None, record: dict[str, Any],
+                      iteration: int | None = None) -> None:
+    """Stores one LLM call; ``candidate_id=None`` for an attempt ended by a provider failure."""
+    context = record.get("context")
     with self.transaction() as c:
       c.execute(
           "INSERT INTO llm_calls(candidate_id, role, model, messages, reply, prompt_tokens, "
-          "completion_tokens, cost, latency_s, error, cached, request_key) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          "completion_tokens, cost, latency_s, error, cached, request_key, iteration, "
+          "finish_reason, attempts, sample, error_kind, estimated, continuations, context) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
           (candidate_id, record.get("role", ""), record.get("model"),
            _dumps(record.get("messages", [])), record.get("reply"),
            int(record.get("prompt_tokens") or 0), int(record.get("completion_tokens") or 0),
            None if record.get("cost") is None else float(record["cost"]),
            float(record.get("latency_s") or 0.0),
-           record.get("error"), int(bool(record.get("cached"))), record.get("request_key")))
+           record.get("error"), int(bool(record.get("cached"))), record.get("request_key"),
+           candidate_id if iteration is None else iteration, record.get("finish_reason"),
+           record.get("attempts"), record.get("sample"), record.get("error_kind"),
+           int(bool(record.get("estimated"))), record.get("continuations"),
+           None if not context else _dumps(context)))
 
   def llm_calls(self, candidate_id: int | None = None) -> list[dict[str, Any]]:
+    """Every stored call (those of failed attempts too, ``candidate_id`` None), or one candidate's."""
     if candidate_id is None:
       rows = self._conn.execute("SELECT * FROM llm_calls ORDER BY id").fetchall()
     else:
@@ -275,8 +329,21 @@ class ArchiveDB:
       d = dict(r)
       d["messages"] = json.loads(d["messages"])
       d["cached"] = bool(d["cached"])
+      d["estimated"] = bool(d.get("estimated"))
+      d["context"] = _loads(d.get("context"))
       out.append(d)
     return out
+
+  def llm_usage(self) -> tuple[int, float]:
+    """(tokens, USD) of every LLM request sent: cached replies left out, estimates kept.
+
+    What ``--budget=tokens|cost`` counts (issue 12); the offline provider's token counts
+    are estimates, so an offline comparison can be matched by tokens too.
+    """
+    row = self._conn.execute(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS t, "
+        "COALESCE(SUM(cost), 0.0) AS c FROM llm_calls WHERE cached = 0").fetchone()
+    return int(row["t"]), float(row["c"])
 
   def insert_event(self, kind: str, candidate_id: int | None, data: dict[str, Any]) -> float:
     now = time.time()

@@ -11,6 +11,7 @@ seed name. Candidate code runs only in the sandboxed check child.
 
 from __future__ import annotations
 
+from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import pathlib
 import sys
 import tempfile
@@ -38,6 +39,10 @@ _TIMEOUT_S = flags.DEFINE_float("timeout_s", checks.DEFAULT_LIMITS.timeout_s,
                                 "Wall-clock limit of the sandboxed stages.", lower_bound=1.0)
 _MEMORY_MB = flags.DEFINE_integer("memory_mb", checks.DEFAULT_LIMITS.memory_mb,
                                   "Resident-memory limit of the check child.", lower_bound=256)
+_SANDBOX = flags.DEFINE_enum("sandbox", "bwrap", ["bwrap", "none"],
+                             "Isolation of the check child: the bubblewrap jail (refuses to "
+                             "run where it cannot be created) or none (explicit opt-in: only "
+                             "the process limits).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Private directory of the check child "
                                "(default: a temporary directory, removed afterwards).")
 
@@ -92,6 +97,16 @@ def _run(argv: list[str]) -> checks.Verdict:
 
 
 def main(argv: list[str]) -> None:
+  quiet.apply_flag()
+  from spark_clrs import jail  # pylint: disable=g-import-not-at-top
+
+  try:  # Fail closed before the candidate runs (issue 10).
+    line = jail.check_mode(_SANDBOX.value)
+  except jail.JailUnavailableError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if _SANDBOX.value == "none":
+    print(line, file=sys.stderr)
   try:
     verdict = _run(argv)
   except UsageError as e:
@@ -111,6 +126,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
+  quiet.define_flag()
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -16,26 +16,40 @@ code. The last four execute it, so they run together in ONE sandboxed child
   float32 and ``tri_msgs`` ``None`` or ``[B, N, N, H]`` float32, parameter shapes must not
   depend on N, and no intermediate array may exceed ``max_array_mb`` (catches
   ``[B, N, N, N, H]`` blow-ups and huge allocations before anything is allocated).
-* ``finite``: one real forward pass (jitted, n=8, batch 2) with parameters from the
+* ``finite``: one real forward pass (jitted, batch 2) at each of ``finite_sizes``
+  (default: n=8 and the largest traced size, the OOD size n=64) with parameters from the
   candidate's own initializers has no NaN/Inf in its outputs or parameters.
-* ``budget``: processor parameters and MACs (``spark_clrs.macs``) under the caps
-  (default: 4x the seed's).
+* ``budget``: the child exports one processor step (``macs.export_processor``: the
+  parameters as an ``.npz`` and the ``jax.export`` of the call, written to the workdir);
+  the PARENT, which never loads the candidate, derives the parameter count and MACs from
+  those files (``macs.cost_from_export``) and applies the caps (default: 4x the seed's).
+  A child that forges its own verdict therefore cannot forge these numbers.
 
-Every rejection is a :class:`Verdict` with its stage and a one-line reason. A child that
-hangs, crashes or blows up is attributed to the stage it was in.
+The shape and finite stages state their contract as chex assertions (``assert_shape``,
+``assert_type``, ``assert_tree_all_finite``) with a one-line reason on top. Every
+rejection is a :class:`Verdict` with its stage and a one-line, sanitised reason (never
+more than :data:`MAX_REASON_CHARS` printable characters, at most
+:data:`MAX_QUOTE_CHARS` of them quoted from candidate-controlled text). A child that hangs,
+crashes or blows up is attributed to the stage it was in.
 """
 
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
+import io
 import json
 import math
+import os
 import pathlib
+import re
+import stat
 import time
 import traceback
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +59,12 @@ STAGES = ("parse", "scope", "policy", "interface", "shape", "finite", "budget")
 CHILD_TARGET = "spark_clrs.checks:child_checks"
 PROCESSOR_TAG = "clrs_processor"
 PROGRAM_FILE = "candidate.py"
+# What the check child leaves for the parent's budget stage (next to the program).
+PARAMS_FILE = "processor_params.npz"
+EXPORT_FILE = "processor.export"
+MAX_PARAMS_FILE_BYTES = 256 << 20
+MAX_REASON_CHARS = 400  # A whole verdict reason.
+MAX_QUOTE_CHARS = 160  # Text quoted from an exception raised by candidate code.
 
 # Modules a warm check worker imports once before forking (see make_worker).
 WORKER_PRELOAD = ("jax", "jax.numpy", "haiku", "numpy", "chex", "spark_clrs.checks",
@@ -84,7 +104,8 @@ class Verdict:
 class Budget:
   """Caps of the budget stage (processor only; MACs of one step, one graph).
 
-  A ``None`` cap is filled with the default (:func:`default_budget`) in the check child.
+  A ``None`` cap is filled with the default (:func:`default_budget`) in the parent
+  (:func:`resolve_budget`), never by the check child.
   """
 
   max_param_count: int | None
@@ -98,8 +119,11 @@ class CheckConfig:
   Attributes:
     shape_sizes: graph sizes N traced by ``shape`` (the largest should be the OOD size).
     shape_batch: batch size B traced by ``shape``.
-    finite_nodes: N of the real forward pass of ``finite``.
-    finite_batch: B of the real forward pass of ``finite``.
+    finite_nodes: the training-size N of the real forward pass of ``finite``.
+    finite_sizes: every N at which ``finite`` runs a real forward pass; empty (default):
+      ``finite_nodes`` and the largest of ``shape_sizes`` (the OOD size, n=64 by default),
+      see :meth:`finite_node_sizes`.
+    finite_batch: B of the real forward passes of ``finite``.
     max_array_mb: largest intermediate array allowed at the traced sizes, in MiB.
     macs_nb_nodes: graph size at which MACs are counted (SPEC §4 default 16).
     use_ln: passed to ``get_processor_factory``.
@@ -114,10 +138,30 @@ class CheckConfig:
   macs_nb_nodes: int = 16
   use_ln: bool = True
   nb_triplet_fts: int = 8
+  finite_sizes: tuple[int, ...] = ()
+
+  def finite_node_sizes(self) -> tuple[int, ...]:
+    """The N values of the finite stage, ascending (the OOD size included by default)."""
+    sizes = self.finite_sizes or (self.finite_nodes, max(self.shape_sizes, default=0))
+    return tuple(sorted({int(n) for n in sizes if int(n) > 0}))
 
 
-def _reject(stage: str, reason: str) -> Verdict:
-  return Verdict(feasible=False, stage=stage, reason=f"{stage}: {reason}")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def one_line(text: Any, limit: int = MAX_REASON_CHARS) -> str:
+  """``text`` as one printable-ASCII line of at most ``limit`` characters.
+
+  Every reason goes through this: it may embed text that candidate code controls (an
+  exception message), and reasons are shown to the LLM and written to the archive.
+  """
+  flat = _UNPRINTABLE.sub("?", " ".join(str(text).split()))
+  return flat if len(flat) <= limit else flat[:max(0, limit - 3)] + "..."
+
+
+def _reject(stage: str, reason: str, param_count: int = 0, macs: int = 0) -> Verdict:
+  return Verdict(feasible=False, stage=stage, reason=one_line(f"{stage}: {reason}"),
+                 param_count=param_count, macs=macs)
 
 
 # ------------------------------------------------------------------ in-process stages
@@ -186,7 +230,7 @@ def run_checks(candidate_text: str, *, parent_text: str | None = None,
     parent_text: the parent program; without it the ``scope`` stage is skipped.
     scope: factor names the child may change (default: all parent factors).
     budget: caps; None (or a None cap) = ``budget_factor`` x the ``budget_seed``
-      processor's (:func:`default_budget`, computed in the child).
+      processor's (:func:`default_budget`, computed here, in the parent).
     workdir: private directory for the sandboxed stages (created).
     limits: sandbox limits (default :data:`DEFAULT_LIMITS`).
     hidden: processor width H (``out_size``), as in the evaluation profile.
@@ -205,13 +249,13 @@ def run_checks(candidate_text: str, *, parent_text: str | None = None,
   workdir.mkdir(parents=True, exist_ok=True)
   program = workdir / PROGRAM_FILE
   program.write_text(candidate_text)
+  config = config or CheckConfig()
+  for stale in (PARAMS_FILE, EXPORT_FILE):  # Only what this child writes may be read.
+    (workdir / stale).unlink(missing_ok=True)
   payload = {
       "program_path": str(program),
       "hidden": hidden,
-      "config": dataclasses.asdict(config or CheckConfig()),
-      "budget": dataclasses.asdict(budget) if budget else None,
-      "budget_seed": budget_seed,
-      "budget_factor": budget_factor,
+      "config": dataclasses.asdict(config),
   }
   limits = limits or DEFAULT_LIMITS
   if worker is not None:
@@ -219,16 +263,136 @@ def run_checks(candidate_text: str, *, parent_text: str | None = None,
   else:
     result = sandbox.run_in_child(CHILD_TARGET, payload, workdir=workdir, limits=limits,
                                   extra_env=CHILD_ENV)
-  return verdict_from_child(result)
+  caps = resolve_budget(budget, seed=budget_seed, hidden=hidden, factor=budget_factor,
+                        config=config)
+  return verdict_from_child(result, budget=caps, workdir=workdir, hidden=hidden,
+                            config=config)
 
 
-def verdict_from_child(result: sandbox.ChildResult) -> Verdict:
-  """Turns the sandbox outcome of :func:`child_checks` into a verdict."""
-  if result.ok and result.value is not None:
+def resolve_budget(budget: Budget | None, *, seed: str = "triplet_gmpnn", hidden: int = 128,
+                   factor: float = 4.0, config: CheckConfig | None = None) -> Budget:
+  """``budget`` with each None cap filled by ``factor`` x the ``seed``'s (trusted, here)."""
+  if budget is not None and budget.max_param_count is not None and budget.max_macs is not None:
+    return budget
+  config = config or CheckConfig()
+  default = default_budget(seed, hidden, factor, config.nb_triplet_fts, config.macs_nb_nodes)
+  if budget is None:
+    return default
+  return Budget(max_param_count=budget.max_param_count if budget.max_param_count is not None
+                else default.max_param_count,
+                max_macs=budget.max_macs if budget.max_macs is not None else default.max_macs)
+
+
+class _ChildFileError(ValueError):
+  """A file the child left is unusable; the message is ours (safe to show)."""
+
+
+def _read_child_file(path: pathlib.Path, cap: int) -> bytes:
+  """The bytes of a file the jailed child wrote: a regular file (no symlink, FIFO or
+  device: those could point the parent at a secret or block it), at most ``cap`` bytes."""
+  fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+  with os.fdopen(fd, "rb") as f:
+    info = os.fstat(f.fileno())
+    if not stat.S_ISREG(info.st_mode):
+      raise _ChildFileError(f"{path.name} is not a regular file")
+    if info.st_size > cap:
+      raise _ChildFileError(f"{path.name} is over {cap:,} bytes")
+    data = f.read(cap + 1)
+  if len(data) > cap:
+    raise _ChildFileError(f"{path.name} is over {cap:,} bytes")
+  return data
+
+
+def _npz_shapes(path: pathlib.Path) -> dict[str, tuple[tuple[int, ...], str]]:
+  """``{"module/name": (shape, dtype)}`` from an ``.npz``'s headers (no data is loaded).
+
+  The file was written by the jailed child: only ``.npy`` headers are parsed (no pickle,
+  no decompression of the data), and the file size is capped.
+  """
+  import numpy as np
+
+  data = _read_child_file(path, MAX_PARAMS_FILE_BYTES)
+  shapes = {}
+  with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    for info in archive.infolist():
+      if not info.filename.endswith(".npy"):
+        raise _ChildFileError(f"{PARAMS_FILE} holds a member that is not an .npy array")
+      with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+          shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+          shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+          raise _ChildFileError(f"{PARAMS_FILE} holds an .npy of unsupported version {version}")
+      if dtype.hasobject:
+        raise _ChildFileError(f"{PARAMS_FILE} holds an object array")
+      shapes[info.filename[:-len(".npy")]] = (tuple(int(d) for d in shape), dtype.name)
+  return shapes
+
+
+def trusted_cost(program_dir: pathlib.Path, *, hidden: int | None = None,
+                 nb_nodes: int | None = None) -> Any:
+  """``macs.ProcessorCost`` from the files the check child left (``macs.cost_from_export``).
+
+  Runs in the parent: reads data only, never the candidate. Raises ``macs.ExportError`` or
+  ``ValueError``/``OSError`` with a short reason when the files are missing or do not agree.
+  """
+  from spark_clrs import macs
+
+  program_dir = pathlib.Path(program_dir)
+  serialized = _read_child_file(program_dir / EXPORT_FILE, macs.MAX_EXPORT_BYTES)
+  shapes = _npz_shapes(program_dir / PARAMS_FILE)
+  return macs.cost_from_export(serialized, shapes, hidden=hidden, nb_nodes=nb_nodes)
+
+
+def _trusted_budget(workdir: pathlib.Path, budget: Budget, hidden: int,
+                    config: CheckConfig) -> Verdict:
+  """The budget stage's decision, from data only (see :func:`trusted_cost`)."""
+  n = config.macs_nb_nodes
+  try:
+    cost = trusted_cost(workdir, hidden=hidden, nb_nodes=n)
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    ours = isinstance(e, _ChildFileError) or type(e).__name__ == "ExportError"
+    detail = str(e) if ours else type(e).__name__
+    return _reject("budget", f"the processor's export could not be costed: {one_line(detail)}")
+  assert budget.max_param_count is not None and budget.max_macs is not None
+  if cost.param_count > budget.max_param_count:
+    return _reject("budget", f"{cost.param_count:,} processor parameters exceed the cap of "
+                   f"{budget.max_param_count:,}; use fewer or narrower layers",
+                   cost.param_count, cost.macs)
+  if cost.macs > budget.max_macs:
+    return _reject("budget", f"{cost.macs:,} MACs per step (n={n}) exceed the cap of "
+                   f"{budget.max_macs:,}; use cheaper operators", cost.param_count, cost.macs)
+  return Verdict(feasible=True, stage="ok", reason="", param_count=cost.param_count,
+                 macs=cost.macs)
+
+
+def verdict_from_child(result: sandbox.ChildResult, *, budget: Budget | None = None,
+                       workdir: pathlib.Path | None = None, hidden: int = 128,
+                       config: CheckConfig | None = None) -> Verdict:
+  """Turns the sandbox outcome of :func:`child_checks` into a verdict.
+
+  The child's own word is taken only for the stages it ran (and its reason is sanitised);
+  when it passed them and ``budget``/``workdir`` are given, the budget stage is decided
+  here from the exported files. Without them (e.g. a caller that only wants the child's
+  stages) a passing child gives a feasible verdict with no cost numbers.
+  """
+  if result.ok and isinstance(result.value, dict):
     v = result.value
-    return Verdict(feasible=bool(v["feasible"]), stage=v["stage"], reason=v["reason"],
-                   param_count=int(v.get("param_count", 0)), macs=int(v.get("macs", 0)))
+    stage = v.get("stage")
+    if v.get("feasible") is True and stage == "ok":
+      if budget is None or workdir is None:
+        return Verdict(feasible=True, stage="ok", reason="")
+      return _trusted_budget(pathlib.Path(workdir), budget, hidden, config or CheckConfig())
+    if stage not in STAGES[3:]:
+      return _reject("interface", "the check child returned a malformed verdict")
+    reason = str(v.get("reason", ""))
+    prefix = f"{stage}: "
+    return _reject(stage, reason[len(prefix):] if reason.startswith(prefix) else reason)
   stage = result.progress.get("stage", "interface")
+  if stage not in STAGES[3:]:
+    stage = "interface"
   return _reject(stage, f"the check child stopped ({result.reason})")
 
 
@@ -269,10 +433,13 @@ def _candidate_line(e: BaseException, program_path: str) -> str:
 
 
 def _describe(e: BaseException, program_path: str) -> str:
-  text = " ".join(str(e).split())
-  if len(text) > 300:
-    text = text[:300] + "..."
-  name = type(e).__name__
+  """``Type: message (candidate line N)``; the message is candidate-controlled, so it is
+  flattened to printable ASCII and cut to :data:`MAX_QUOTE_CHARS`."""
+  try:
+    text = one_line(str(e), MAX_QUOTE_CHARS)
+  except Exception:  # A hostile __str__.
+    text = ""
+  name = one_line(type(e).__name__, 60)
   return (f"{name}: {text}" if text else name) + _candidate_line(e, program_path)
 
 
@@ -308,6 +475,7 @@ class _Program:
     self.hidden = hidden
     self.config = config
     self.factory: Any = None
+    self.params: Any = None  # Set by ``finite``; exported by ``budget``.
     # (module name, parameter name) -> (initializer, shape, dtype), seen by ``shape``.
     self.initializers: dict[tuple[str, str], tuple[Any, tuple[int, ...], Any]] = {}
 
@@ -483,18 +651,25 @@ def _eqn_line(eqn: Any, program_path: str) -> str:
 
 
 def _check_output(name: str, value: Any, expected: tuple[int, ...], optional: bool) -> None:
+  """The contract as chex states it (``assert_shape``, ``assert_type``); our reason on top."""
+  import chex
   import jax.numpy as jnp
 
   want = f"[{', '.join(map(str, expected))}]"
   want = f"None or {want}" if optional else want
   if value is None and optional:
     return
-  shape = getattr(value, "shape", None)
-  if shape is None or tuple(shape) != expected:
+  if getattr(value, "shape", None) is None or getattr(value, "dtype", None) is None:
     raise _StageFailure(f"{name} is {_shape_str(value)}, expected {want}")
-  if value.dtype != jnp.float32:
+  try:
+    chex.assert_shape(value, expected)
+  except AssertionError:
+    raise _StageFailure(f"{name} is {_shape_str(value)}, expected {want}") from None
+  try:
+    chex.assert_type(value, jnp.float32)
+  except AssertionError:
     raise _StageFailure(f"{name} is {value.dtype} {_shape_str(value)}, expected float32 "
-                        f"{want}")
+                        f"{want}") from None
 
 
 def _stage_shape(prog: _Program) -> None:
@@ -636,114 +811,139 @@ def _numpy_params(prog: _Program) -> dict | None:
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}  # About half the CPU compile time.
 
 
-def _stage_finite(prog: _Program) -> None:
-  """One real init+forward on a small random batch: everything finite.
-
-  The parameters come from the candidate's own initializers: drawn with numpy for
-  Haiku's common ones (no XLA RNG program to compile), else by a jitted ``init``.
-  """
-  import jax
+def _finite_inputs(b: int, n: int, h: int) -> tuple[Any, ...]:
+  """Random processor inputs from numpy (no per-op XLA compilation)."""
   import numpy as np
 
-  cfg = prog.config
-  b, n, h = cfg.finite_batch, cfg.finite_nodes, prog.hidden
-  model = prog.transformed(batch=b, nodes=n)
-  # Inputs from numpy: no per-op XLA compilation, only the jit of the forward pass.
   rng = np.random.default_rng(0)
   adj = np.maximum((rng.uniform(size=(b, n, n)) < 0.5), np.eye(n)).astype(np.float32)
   inputs = tuple(rng.standard_normal(s).astype(np.float32)
                  for s in ((b, n, h), (b, n, n, h), (b, h)))
-  inputs += (adj, rng.standard_normal((b, n, h)).astype(np.float32))
-  key = np.zeros((2,), np.uint32)  # jax.random.PRNGKey(0), without a device op.
-  try:
-    params = _numpy_params(prog)
-    if params is None:
-      init = prog.transformed(batch=b, nodes=n, creator=_numpy_creator()).init
-      params = jax.device_get(
-          jax.jit(init).lower(key, *inputs).compile(_FAST_COMPILE)(key, *inputs))
-    forward = jax.jit(model.apply).lower(params, key, *inputs).compile(_FAST_COMPILE)
-    nxt_hidden, tri_msgs = jax.device_get(forward(params, key, *inputs))
-  except _CallFailure as e:
-    raise _StageFailure(f"forward pass (n={n}, batch {b}) failed: {e}") from e
-  except Exception as e:
-    raise _StageFailure(f"forward pass (n={n}, batch {b}) failed: "
-                        f"{_describe(e, prog.path)}") from e
-  named = [("nxt_hidden", nxt_hidden), ("tri_msgs", tri_msgs)]
-  named += [(f"parameter {_path_str(p)}", leaf)
-            for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+  return inputs + (adj, rng.standard_normal((b, n, h)).astype(np.float32))
+
+
+def _non_finite_reason(named: Sequence[tuple[str, Any]], where: str) -> str:
+  import numpy as np
+
   for name, value in named:
-    if value is None:
-      continue
     value = np.asarray(value)
     bad = ~np.isfinite(value)
     if bad.any():
       nans = int(np.isnan(value).sum())
-      raise _StageFailure(
-          f"{name} has {int(bad.sum())} non-finite values of {value.size} (NaN {nans}, Inf "
-          f"{int(bad.sum()) - nans}) after one forward pass (n={n}, batch {b}); guard log, "
-          "division and sqrt against 0 (e.g. jnp.log(x + 1e-6))")
+      return (f"{name} has {int(bad.sum())} non-finite values of {value.size} (NaN {nans}, "
+              f"Inf {int(bad.sum()) - nans}) after one forward pass ({where}); guard log, "
+              "division and sqrt against 0 (e.g. jnp.log(x + 1e-6))")
+  return f"a non-finite value after one forward pass ({where})"
 
 
-def _stage_budget(prog: _Program, budget: Budget) -> tuple[int, int]:
-  """Processor parameters and MACs (one step, one graph) against the caps."""
+def _stage_finite(prog: _Program) -> None:
+  """A real init+forward on a small random batch at each size: everything finite.
+
+  The sizes are ``CheckConfig.finite_node_sizes()`` (the training size and the OOD size
+  by default: a NaN that appears only on larger graphs is caught). The parameters come
+  from the candidate's own initializers, once (their shapes do not depend on N, which
+  ``shape`` checked): drawn with numpy for Haiku's common ones (no XLA RNG program to
+  compile), else by a jitted ``init``. They are kept for the ``budget`` export.
+  """
+  import chex
+  import jax
+  import numpy as np
+
+  cfg = prog.config
+  b, h = cfg.finite_batch, prog.hidden
+  key = np.zeros((2,), np.uint32)  # jax.random.PRNGKey(0), without a device op.
+  sizes = cfg.finite_node_sizes()
+
+  def failure(n: int, e: BaseException) -> _StageFailure:
+    where = f"n={n}, batch {b}"
+    if isinstance(e, _CallFailure):
+      return _StageFailure(f"forward pass ({where}) failed: {e}")
+    return _StageFailure(f"forward pass ({where}) failed: {_describe(e, prog.path)}")
+
+  inputs = {n: _finite_inputs(b, n, h) for n in sizes}
+  lowered = {}
+  params = _numpy_params(prog)
+  for n in sizes:
+    try:
+      if params is None:
+        init = prog.transformed(batch=b, nodes=n, creator=_numpy_creator()).init
+        params = jax.device_get(
+            jax.jit(init).lower(key, *inputs[n]).compile(_FAST_COMPILE)(key, *inputs[n]))
+      lowered[n] = jax.jit(prog.transformed(batch=b, nodes=n).apply).lower(
+          params, key, *inputs[n])
+    except Exception as e:
+      raise failure(n, e) from e
+  # The XLA compiles (most of this stage's time) run side by side: they release the GIL.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=len(sizes)) as pool:
+    compiling = {n: pool.submit(lowered[n].compile, _FAST_COMPILE) for n in sizes}
+    for n in sizes:
+      try:
+        nxt_hidden, tri_msgs = jax.device_get(compiling[n].result()(params, key, *inputs[n]))
+      except Exception as e:
+        raise failure(n, e) from e
+      named = [("nxt_hidden", nxt_hidden), ("tri_msgs", tri_msgs)]
+      named += [(f"parameter {_path_str(p)}", leaf)
+                for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+      named = [(k, v) for k, v in named if v is not None]
+      try:
+        chex.assert_tree_all_finite([v for _, v in named])
+      except AssertionError:
+        raise _StageFailure(_non_finite_reason(named, f"n={n}, batch {b}")) from None
+  prog.params = params
+
+
+def _stage_budget(prog: _Program) -> None:
+  """Writes the processor's parameters and the export of one step for the parent.
+
+  The numbers are NOT computed here (this process runs candidate code): the parent
+  derives them from these files (:func:`trusted_cost`) and applies the caps.
+  """
+  import numpy as np
+
   from spark_clrs import macs
 
   try:
-    cost = macs.processor_cost(prog.factory, hidden=prog.hidden,
-                               nb_nodes=prog.config.macs_nb_nodes)
+    flat, serialized = macs.export_processor(prog.factory, hidden=prog.hidden,
+                                             nb_nodes=prog.config.macs_nb_nodes,
+                                             params=prog.params)
   except Exception as e:
-    raise _StageFailure(f"counting parameters/MACs failed: {_describe(e, prog.path)}") from e
-  assert budget.max_param_count is not None and budget.max_macs is not None
-  if cost.param_count > budget.max_param_count:
-    raise _StageFailure(f"{cost.param_count:,} processor parameters exceed the cap of "
-                        f"{budget.max_param_count:,}; use fewer or narrower layers",
-                        cost.param_count, cost.macs)
-  if cost.macs > budget.max_macs:
-    raise _StageFailure(f"{cost.macs:,} MACs per step (n={prog.config.macs_nb_nodes}) exceed "
-                        f"the cap of {budget.max_macs:,}; use cheaper operators",
-                        cost.param_count, cost.macs)
-  return cost.param_count, cost.macs
-
-
-def _child_budget(payload: dict, config: CheckConfig, hidden: int) -> Budget:
-  """The payload's caps; missing ones (None) default to ``factor`` x the seed's."""
-  caps = dict(payload.get("budget") or {})
-  if caps.get("max_param_count") is None or caps.get("max_macs") is None:
-    seed = payload.get("budget_seed", "triplet_gmpnn")
-    factor = float(payload.get("budget_factor", 4.0))
-    default = default_budget(seed, hidden, factor, config.nb_triplet_fts, config.macs_nb_nodes)
-    caps = {k: caps[k] if caps.get(k) is not None else v
-            for k, v in dataclasses.asdict(default).items()}
-  return Budget(**caps)
+    raise _StageFailure(f"exporting one processor step failed: {_describe(e, prog.path)}"
+                        ) from e
+  out = pathlib.Path(prog.path).parent
+  with open(out / PARAMS_FILE, "wb") as f:
+    np.savez(f, **flat)
+  (out / EXPORT_FILE).write_bytes(serialized)
 
 
 def child_checks(payload: dict) -> dict:
   """Sandbox target: the executing stages for one program (runs in the jailed child).
 
   Args:
-    payload: ``{"program_path": str, "hidden": int, "config": CheckConfig fields,
-      "budget": Budget fields (a None field or no budget: the default caps),
-      "budget_seed": str, "budget_factor": float}``.
+    payload: ``{"program_path": str, "hidden": int, "config": CheckConfig fields}``
+      (other keys are ignored).
 
   Returns:
-    ``{"feasible", "stage", "reason", "param_count", "macs", "seconds": {stage: s}}``.
+    ``{"feasible", "stage", "reason", "seconds": {stage: s}, "cpu_seconds": {stage: s}}``;
+    when feasible, the
+    program's directory holds :data:`PARAMS_FILE` and :data:`EXPORT_FILE` for the
+    parent's budget decision.
   """
   config = CheckConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in payload["config"].items()})
   hidden = int(payload["hidden"])
   prog = _Program(payload["program_path"], hidden, config)
   seconds: dict[str, float] = {}
-  param_count = macs_count = 0
+  cpu_seconds: dict[str, float] = {}  # This process's CPU time (all threads) per stage.
   stage = "interface"
 
   def result(feasible: bool, stage: str, reason: str) -> dict:
-    return {"feasible": feasible, "stage": stage, "reason": reason,
-            "param_count": param_count, "macs": macs_count, "seconds": seconds}
+    return {"feasible": feasible, "stage": stage, "reason": one_line(reason),
+            "seconds": seconds, "cpu_seconds": cpu_seconds}
 
   try:
     for stage in ("interface", "shape", "finite", "budget"):
       sandbox.report_progress(stage=stage)
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       if stage == "interface":
         _stage_interface(prog)
       elif stage == "shape":
@@ -751,17 +951,17 @@ def child_checks(payload: dict) -> dict:
       elif stage == "finite":
         _stage_finite(prog)
       else:
-        param_count, macs_count = _stage_budget(prog, _child_budget(payload, config, hidden))
+        _stage_budget(prog)
       seconds[stage] = time.perf_counter() - start
+      cpu_seconds[stage] = time.process_time() - cpu_start
   except _StageFailure as e:
-    if len(e.args) == 3:
-      param_count, macs_count = e.args[1], e.args[2]
     return result(False, stage, f"{stage}: {e.args[0]}")
   except Exception as e:  # Anything a stage did not anticipate still names the stage.
     return result(False, stage, f"{stage}: {_describe(e, prog.path)}")
   return result(True, "ok", "")
 
 
-__all__ = ["Budget", "CHILD_TARGET", "CheckConfig", "DEFAULT_LIMITS", "STAGES", "Verdict",
-           "child_checks", "default_budget", "make_worker", "run_checks", "static_checks",
-           "verdict_from_child"]
+__all__ = ["Budget", "CHILD_TARGET", "CheckConfig", "DEFAULT_LIMITS", "EXPORT_FILE",
+           "PARAMS_FILE", "STAGES", "Verdict", "child_checks", "default_budget",
+           "make_worker", "one_line", "resolve_budget", "run_checks", "static_checks",
+           "trusted_cost", "verdict_from_child"]

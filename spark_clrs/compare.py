@@ -10,6 +10,7 @@ runs that grid on the ordinary search engine, one run directory per
 
     OUTPUT/<strategy>/seed<k>/      a normal run directory (SPEC §5)
     OUTPUT/compare.md, compare.json the per-strategy table (mean ± std over seeds)
+    OUTPUT/index.html               the same as one HTML page (viewer.py), runs linked
     OUTPUT/compare_best_so_far.png  one band per strategy (+ _scopes.png, _rates.png)
     OUTPUT/cache/jax/               one JAX compilation cache shared by all the runs
 
@@ -23,6 +24,7 @@ gives the same numbers.
 
 from __future__ import annotations
 
+from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import contextlib
 import dataclasses
 import json
@@ -33,8 +35,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from spark_clrs import config as config_lib
+from spark_clrs import noise, rundir, tables
 from spark_clrs import report as report_lib
-from spark_clrs import rundir
 
 _JAX_CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
 
@@ -71,7 +73,8 @@ class CompareResult:
   def __str__(self) -> str:
     ran = sum(c.action == "ran" for c in self.cells)
     return (f"compare: {len(self.cells)} run(s) ({ran} run now, {len(self.cells) - ran} "
-            f"finished before); table {self.files.markdown}, plot {self.files.best_so_far}")
+            f"finished before); table {self.files.markdown}, plot {self.files.best_so_far}"
+            f"{', page ' + str(self.files.html) if self.files.html else ''}")
 
 
 def parse_strategies(strategies: str | Sequence[str]) -> tuple[str, ...]:
@@ -147,8 +150,9 @@ def _finished(config: config_lib.SearchConfig) -> bool:
     summary = json.loads(run.summary_path.read_text())
   except ValueError:
     return False
+  spent = bool((summary.get("budget") or {}).get("spent"))
   return (not summary.get("pending") and
-          int(summary.get("proposals") or 0) >= config.iterations)
+          (spent or int(summary.get("proposals") or 0) >= config.iterations))
 
 
 def _check_output(output: pathlib.Path) -> None:
@@ -254,11 +258,70 @@ def compare(strategies: str | Sequence[str], seeds: str | Sequence[int], *,
     if old and old != settings["cells"]:
       print(f"compare: {previous} covered {len(old)} run(s); it now covers the "
             f"{len(cells)} of this grid", file=stream)
-  title = (f"Strategy comparison: {base.profile} profile, {base.iterations} proposals per run, "
+  settings["budget"] = budget_text(base)
+  settings["proposer_note"] = report.proposer_note
+  title = (f"Strategy comparison: {base.profile} profile, {settings['budget']}, "
            f"seeds {','.join(map(str, values))}, LLM {settings['llm_model']}")
+  rows = budget_rows(report)
   files = report_lib.write(report, root, prefix="compare", title=title, band_kind=band,
-                           extra={"compare": settings}, overwrite=True)
+                           extra={"compare": settings, "budget_and_noise": rows},
+                           overwrite=True)
+  _insert_budget_table(files.markdown, rows)
   return CompareResult(output=root, cells=tuple(cells), report=report, files=files)
+
+
+def budget_text(config: config_lib.SearchConfig) -> str:
+  """What every run of the grid was given, e.g. ``budget 40 evaluations (proposals)``."""
+  if config.budget == "evaluations":
+    return f"budget {config.iterations} evaluations (proposals) per run"
+  unit = "LLM tokens" if config.budget == "tokens" else "USD of LLM cost"
+  return (f"budget {config.budget_amount:g} {unit} per run (at most {config.iterations} "
+          "proposals)")
+
+
+def budget_rows(report: report_lib.Report) -> list[dict[str, Any]]:
+  """Per run: the fitness with its noise and what the run spent (the table's rows)."""
+  rows = []
+  for r in report.runs:
+    s = r.summary
+    llm = s.get("llm") or {}
+    best = s.get("best_metrics") or {}
+    rows.append({
+        "strategy": r.strategy, "seed": r.seed, "run_dir": str(r.root),
+        "best_ood_val_acc": s.get("best_ood_val_acc"),
+        "best_ood_val_acc_text": noise.format_metric(best),
+        "best_ood_acc_text": noise.format_metric(best, "ood_acc"),
+        "seed_ood_val_acc_text": (s.get("seed_ood_val_acc_noise") or {}).get("text"),
+        "proposals": s.get("proposals"), "evaluations": s.get("evaluations"),
+        "duplicates": s.get("duplicates"), "unchanged": s.get("unchanged"),
+        "tokens": int(llm.get("total_tokens") or 0) + int(llm.get("estimated_tokens") or 0),
+        "tokens_estimated": bool(llm.get("estimated_tokens")),
+        "cost_usd": llm.get("cost_usd"), "llm_calls": llm.get("calls")})
+  return rows
+
+
+def _insert_budget_table(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+  """Adds the per-run fitness-with-noise and budget table after the header of compare.md."""
+  headers = ["strategy", "seed", "best OOD-val (± spread)", "its OOD-test (± spread)",
+             "seed program's OOD-val", "proposals", "evaluations (trainings)", "duplicates",
+             "unchanged", "LLM calls", "tokens", "cost (USD)"]
+  body = [[r["strategy"], tables.fmt(r["seed"]), r["best_ood_val_acc_text"],
+           r["best_ood_acc_text"], r["seed_ood_val_acc_text"] or tables.MISSING,
+           tables.fmt(r["proposals"]), tables.fmt(r["evaluations"]),
+           tables.fmt(r["duplicates"]), tables.fmt(r["unchanged"]), tables.fmt(r["llm_calls"]),
+           tables.fmt(r["tokens"]) + (" (estimated)" if r["tokens_estimated"] else ""),
+           tables.fmt(r["cost_usd"])] for r in rows]
+  section = ("## Fitness with its noise, and the budget each run used\n\n"
+             "Each `±` says which spread it is: the std over training seeds (when a run "
+             "trained several) and the half-width of the 95% bootstrap interval over the "
+             "evaluation graphs (spark_clrs.noise). Evaluations count trainings: a duplicate child reuses "
+             "its twin's metrics and an unchanged child is rejected before any compute. "
+             "Tokens of the offline proposer are its length/4 estimates.\n\n"
+             + tables.markdown_table(headers, body) + "\n")
+  text = path.read_text()
+  at = text.find("## Strategies")
+  text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
+  tables.write_text(path, text)
 
 
 def define_flags() -> None:
@@ -279,6 +342,7 @@ def main(argv: list[str]) -> int:
   """absl entry point."""
   from absl import flags
 
+  quiet.apply_flag()
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}; every setting is a --flag (see --helpfull)",
           file=sys.stderr)
@@ -303,6 +367,7 @@ def run_cli() -> None:
   from absl import app
 
   define_flags()
+  quiet.define_flag()
   app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -24,7 +24,11 @@ from absl import flags
 
 STRATEGIES = ("spark", "asr_only", "rc_sar", "openevolve", "evoprompting", "funsearch", "eoh",
               "mutation")
-PROGRESS_MODES = ("auto", "bar", "log", "none")
+PROGRESS_MODES = ("auto", "bar", "notebook", "log", "none")
+SCOPE_ROUTERS = ("all", "random", "bandit")
+OPENEVOLVE_EDITS = ("diff", "rewrite")
+BUDGETS = ("evaluations", "tokens", "cost")
+SCORE_TEST = ("best", "all")
 EXECUTORS = ("local", "ray")
 _FACTOR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _OVERRIDE = re.compile(r"^[a-z_][a-z0-9_]*=.+$")
@@ -99,6 +103,39 @@ class SearchConfig:
   sar_output: str = _field("program", "Scoped rewriter output: the complete program (the "
                            "paper's mode) or only the region body.",
                            choices=("program", "region"))
+  # Strategy ablation knobs and comparison settings (issue 12).
+  scope_router: str = _field("all", "rc_sar's scope: 'all' (every factor editable, no router: "
+                             "the paper's RC+SAR ablation), 'random' (one factor drawn "
+                             "uniformly) or 'bandit' (one factor by UCB over past gains); no "
+                             "LLM decides the scope in any of them.", choices=SCOPE_ROUTERS)
+  ucb_c: float = _field(1.0, "Exploration constant of the UCB bandit (the router's fallback "
+                        "and --scope_router=bandit).")
+  lineage_window: int = _field(8, "Lineage rows (recent attempts from the parent's ancestry) "
+                               "shown to the router.")
+  tried_window: int = _field(12, "Directives already tried in the scope shown to the refiner.")
+  openevolve_edits: str = _field("diff", "OpenEvolve's edit format: SEARCH/REPLACE diffs "
+                                 "(OpenEvolve's default) or a full rewrite of the program.",
+                                 choices=OPENEVOLVE_EDITS)
+  budget: str = _field("evaluations", "What the comparison budget counts: proposals "
+                       "(evaluations, = --iterations), LLM tokens or LLM cost (USD). With "
+                       "tokens or cost the run stops when the spend reaches --budget_amount "
+                       "or after --iterations proposals, whichever comes first.",
+                       choices=BUDGETS)
+  budget_amount: float = _field(0.0, "The budget in --budget units (proposals, tokens or "
+                                "USD); with --budget=evaluations it replaces --iterations; "
+                                "0 = --iterations proposals.", run_defining=False)
+  score_test: str = _field("best", "When OOD-test is scored: 'best' = only for candidates "
+                           "that become best-so-far and for the final --test_top_k (their "
+                           "saved parameters are reloaded; the saving is the test set's "
+                           "prediction for every other candidate), 'all' = every candidate "
+                           "(for studies of test vs selection accuracy).",
+                           choices=SCORE_TEST, run_defining=False)
+  test_top_k: int = _field(5, "With --score_test=best: OOD-test is also scored for this many "
+                           "fittest candidates when the search ends.", run_defining=False)
+  fitness_seeds: int = _field(0, "Train every candidate with K training seeds (--seed, "
+                              "--seed+1, ...) and use the mean OOD-val accuracy over them as "
+                              "the fitness (all scored on the same fixed evaluation sets); "
+                              "0 = --eval_seeds, else --seed alone.")
   llm_model: str = _field("", "LiteLLM model, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder; "
                           "empty = the built-in offline proposer spark/offline.")
   llm_api_base: str = _field("", "Base URL of the LLM endpoint (e.g. a local vLLM or Ollama "
@@ -108,6 +145,39 @@ class SearchConfig:
                               run_defining=False)
   llm_retries: int = _field(3, "Retries of a failed LLM request (rate limits, 5xx), with "
                             "exponential backoff.", run_defining=False)
+  # Real LLM providers (issue 11).
+  llm_max_tokens: int = _field(8192, "Reply length cap of one LLM request (a whole program is "
+                               "about 2.5k tokens); a reply cut by it is continued before it "
+                               "is rejected.", run_defining=False)
+  llm_max_input_tokens: int = _field(0, "Input window of the model in tokens, for local or "
+                                     "unknown models (0 = LiteLLM's model info); prompts are "
+                                     "shrunk to fit it.", run_defining=False)
+  llm_max_consecutive_failures: int = _field(3, "LLM calls in a row that end in a provider "
+                                             "failure (connection, 5xx, rate limit, timeout, "
+                                             "each after --llm_retries) before the run stops; "
+                                             "a bad key or unknown model stops it at once.",
+                                             run_defining=False)
+  llm_backoff_s: float = _field(2.0, "First backoff before retrying a failed LLM request; "
+                                "doubles with each attempt (at most 60 s).", run_defining=False)
+  router_model: str = _field("", "Model of the scope router (one LiteLLM name or a weighted "
+                             "mixture a:0.7,b:0.3); empty = --llm_models, else --llm_model.")
+  refiner_model: str = _field("", "Model of the refinement controller; empty = --llm_models, "
+                              "else --llm_model.")
+  rewriter_model: str = _field("", "Model of the rewriter and of every code-writing role of "
+                               "the baseline strategies; empty = --llm_models, else "
+                               "--llm_model.")
+  llm_models: str = _field("", "Weighted model mixture for every role without its own model, "
+                           "e.g. openai/gpt-4o-mini:0.7,deepseek/deepseek-chat:0.3; each call "
+                           "draws one (seeded by --seed) and records it.")
+  max_cost_usd: float = _field(0.0, "Stop proposing once the run's LLM calls cost this much "
+                               "(USD; 0 = no limit); running evaluations finish and a resume "
+                               "with a larger limit continues.", run_defining=False)
+  max_llm_tokens: int = _field(0, "Stop proposing once the run's LLM calls used this many "
+                               "tokens (prompt + completion; 0 = no limit).", run_defining=False)
+  llm_price_per_mtok: tuple[float, ...] = _field((), "IN,OUT: USD per million prompt and "
+                                                 "completion tokens for models LiteLLM has no "
+                                                 "price for (local servers).",
+                                                 run_defining=False)
   # Budget caps of the feasibility checks.
   budget_factor: float = _field(4.0, "Default parameter and MAC caps as a multiple of the seed "
                                 "program's processor.")
@@ -123,6 +193,20 @@ class SearchConfig:
                                   "checks.", run_defining=False)
   check_memory_mb: int = _field(8192, "Memory limit of the feasibility-check child (MB).",
                                 run_defining=False)
+  eval_timeout_factor: float = _field(4.0, "A candidate's evaluation timeout is this x the "
+                                      "seed's measured evaluation wall time under the same "
+                                      "profile (at least --eval_timeout_floor_s, at most "
+                                      "--eval_timeout_s, which also limits the seed); 0 = "
+                                      "always --eval_timeout_s.", run_defining=False)
+  eval_timeout_floor_s: float = _field(120.0, "Smallest candidate evaluation timeout when it "
+                                       "is relative to the seed (--eval_timeout_factor).",
+                                       run_defining=False)
+  sandbox: str = _field("bwrap", "Isolation of every process that runs candidate code: "
+                        "'bwrap' (the bubblewrap jail: own user/PID/network/IPC/mount "
+                        "namespaces, read-only host, no network, uid 65534; the search "
+                        "refuses to start where it cannot be created) or 'none' (explicit "
+                        "opt-in: only the process limits; logged and kept in config.flags).",
+                        choices=("bwrap", "none"), run_defining=False)
   parallel_evaluations: int = _field(1, "Candidates evaluated at the same time (local slots, "
                                      "one device each, or Ray tasks in flight). Asynchronous "
                                      "unless --synchronous: a new proposal is made while the "
@@ -143,19 +227,27 @@ class SearchConfig:
                                         "cluster has no GPU.", run_defining=False)
   compilation_cache: bool = _field(True, "Persistent JAX compilation cache for evaluations, in "
                                    "RUN/cache/jax ($JAX_COMPILATION_CACHE_DIR when set): a "
-                                   "computation compiled before skips XLA's backend compile.",
+                                   "computation compiled before skips XLA's backend compile. "
+                                   "Used only with --sandbox=none: the jail never shares a "
+                                   "cache between candidates (one could plant executables "
+                                   "for the next).",
                                    run_defining=False)
-  progress: str = _field("auto", "Progress display: a live bar on a terminal (auto, bar), one "
-                         "log line per candidate (log), or nothing (none).",
+  progress: str = _field("auto", "Progress display (tqdm): a live bar on a terminal (auto, "
+                         "bar), a widget in Jupyter (auto, notebook), one log line per "
+                         "candidate (log; auto when not a TTY), or nothing (none).",
                          choices=PROGRESS_MODES, run_defining=False)
 
   def __post_init__(self):
     validate(self)
+    if self.budget == "evaluations" and self.budget_amount:  # The budget is the proposals.
+      object.__setattr__(self, "iterations", int(self.budget_amount))
 
   @property
   def training_seeds(self) -> tuple[int, ...]:
     """Training seeds of every candidate (common to all candidates, so fitness is comparable)."""
-    return self.eval_seeds or (self.seed,)
+    if self.eval_seeds:
+      return self.eval_seeds
+    return tuple(range(self.seed, self.seed + max(1, self.fitness_seeds)))
 
   def replace(self, **changes: Any) -> SearchConfig:
     return dataclasses.replace(self, **changes)
@@ -212,10 +304,28 @@ def validate(config: SearchConfig) -> None:
   for name in non_negative:
     if getattr(config, name) < 0:
       _fail(f"--{name}={getattr(config, name)} must be 0 or more")
+  for name in ("lineage_window", "tried_window", "fitness_seeds", "test_top_k"):
+    if getattr(config, name) < 0:
+      _fail(f"--{name}={getattr(config, name)} must be 0 or more")
+  if config.ucb_c < 0:
+    _fail(f"--ucb_c={config.ucb_c} must be 0 or more")
+  if config.fitness_seeds and config.eval_seeds:
+    _fail(f"--fitness_seeds={config.fitness_seeds} and --eval_seeds="
+          f"{','.join(map(str, config.eval_seeds))} both set the training seeds; keep one")
+  if config.budget_amount < 0 or (config.budget != "evaluations" and not config.budget_amount):
+    _fail(f"--budget={config.budget} needs --budget_amount > 0 (tokens or USD), got "
+          f"{config.budget_amount:g}")
+  if config.budget == "evaluations" and config.budget_amount and (
+      config.budget_amount != int(config.budget_amount)):
+    _fail(f"--budget_amount={config.budget_amount:g} must be a whole number of proposals "
+          "with --budget=evaluations")
   for name in ("eval_timeout_s", "check_timeout_s", "llm_timeout", "budget_factor",
                "eval_memory_mb", "check_memory_mb"):
     if not getattr(config, name) > 0:
       _fail(f"--{name}={getattr(config, name)} must be greater than 0")
+  if config.eval_timeout_factor < 0 or config.eval_timeout_floor_s <= 0:
+    _fail(f"--eval_timeout_factor={config.eval_timeout_factor:g} must be >= 0 and "
+          f"--eval_timeout_floor_s={config.eval_timeout_floor_s:g} greater than 0")
   if config.num_islands > config.population_size:
     _fail(f"--num_islands={config.num_islands} exceeds --population_size="
           f"{config.population_size}; every island needs room for at least one program")
@@ -231,6 +341,21 @@ def validate(config: SearchConfig) -> None:
     _fail(f"--migration_rate={config.migration_rate} must lie in [0, 1]")
   if not 0.0 <= config.llm_temperature <= 2.0:
     _fail(f"--llm_temperature={config.llm_temperature} must lie in [0, 2]")
+  for name in ("llm_max_tokens", "llm_max_consecutive_failures"):
+    if getattr(config, name) < 1:
+      _fail(f"--{name}={getattr(config, name)} must be at least 1")
+  for name in ("llm_max_input_tokens", "max_cost_usd", "max_llm_tokens", "llm_backoff_s"):
+    if getattr(config, name) < 0:
+      _fail(f"--{name}={getattr(config, name)} must be 0 or more")
+  for name in ("llm_model", "router_model", "refiner_model", "rewriter_model", "llm_models"):
+    try:
+      parse_model_spec(getattr(config, name))
+    except ValueError as e:
+      _fail(f"--{name}={getattr(config, name)!r}: {e}")
+  if len(config.llm_price_per_mtok) not in (0, 2) or any(
+      p < 0 for p in config.llm_price_per_mtok):
+    _fail(f"--llm_price_per_mtok={_flag_text(config.llm_price_per_mtok)} must be IN,OUT: two "
+          "non-negative USD prices per million tokens, e.g. 0.15,0.6")
   if not config.factors:
     _fail("--factors is empty; name at least one factor region, e.g. --factors=OPERATOR,ACTION")
   for factor in config.factors:
@@ -248,6 +373,35 @@ def validate(config: SearchConfig) -> None:
     _fail("--output is empty; name a run directory, e.g. --output=runs/dfs")
   if not config.seed_program:
     _fail("--seed_program is empty; use triplet_gmpnn or a path to a .py program")
+
+
+def parse_model_spec(spec: str) -> tuple[tuple[str, float], ...]:
+  """``(model, weight)`` pairs of a model flag: one name, or ``name:weight,name:weight``.
+
+  One name is taken verbatim (Ollama tags such as ``qwen2.5-coder:32b`` contain colons);
+  in a mixture every item ends with ``:weight`` (a number > 0). ``""`` gives ``()``.
+
+  Raises:
+    ValueError: a mixture item without a positive weight, or a model named twice.
+  """
+  items = [item.strip() for item in spec.split(",") if item.strip()]
+  if len(items) <= 1:
+    return tuple((item, 1.0) for item in items)
+  pairs = []
+  for item in items:
+    name, _, weight = item.rpartition(":")
+    try:
+      value = float(weight)
+    except ValueError:
+      value = float("nan")
+    if not name or not math.isfinite(value) or value <= 0:
+      raise ValueError(f"mixture item {item!r} needs a positive weight, e.g. "
+                       "openai/gpt-4o-mini:0.7,deepseek/deepseek-chat:0.3")
+    pairs.append((name, value))
+  names = [n for n, _ in pairs]
+  if len(set(names)) != len(names):
+    raise ValueError("a model is named twice in the mixture")
+  return tuple(pairs)
 
 
 def _resolved_types() -> dict[str, Any]:

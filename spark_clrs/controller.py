@@ -15,8 +15,9 @@ evaluation was running at a crash is re-run (in a fresh working directory),
 and a proposal that was being made is re-made from the same seeded RNG, its
 LLM replies coming from the run's reply cache.
 
-Evaluations run on an executor (executors.py): local slots forked from warm
-workers, one device each, or Ray tasks (``--executor=ray``). With
+Evaluations run on an executor (executors.py): local slots of pre-started
+single-use jailed workers, one device each, or Ray tasks (``--executor=ray``);
+``--sandbox`` is checked (fail closed) before anything runs. With
 ``parallel_evaluations=N > 1`` N evaluations are in flight, each checked and
 trained from its own thread; only this (the driver) thread proposes and
 writes the archive. By default the loop is asynchronous: the next proposal
@@ -47,12 +48,24 @@ import numpy as np
 
 from spark_clrs import archive as archive_lib
 from spark_clrs import config as config_lib
-from spark_clrs import plots, progress, regions, rundir, summary
+from spark_clrs import (
+  dedup,
+  entanglement,
+  noise,
+  plots,
+  progress,
+  regions,
+  rundir,
+  summary,
+  tables,
+)
 from spark_clrs.archive_db import PENDING_STATUSES, Candidate
 
 FITNESS = "ood_val_acc"
 SEED_ID = 0
 LINEAGE_WINDOW = 16
+# Check stages whose verdict depends on the program alone (a duplicate reuses it).
+REUSABLE_REJECTIONS = ("parse", "policy", "interface", "shape", "finite", "budget")
 
 
 class SearchError(RuntimeError):
@@ -143,8 +156,15 @@ class Controller:
     self._proposer_override = proposer
     self._evaluate_fn = evaluate
     self._evaluate_call: EvaluateFn | None = None
+    self._evaluate_test_call: EvaluateFn | None = None  # Set when OOD-test is deferred.
+    self._page_due = 0.0  # monotonic time after which results/index.html may be rewritten
     self.profile = None
     self.budget = None
+    self._spend = (0, 0.0)  # LLM tokens and USD this run directory has spent (llm_spend).
+    self._stop_reason: str | None = None
+    self._budget_spent = False  # --budget=tokens|cost reached (a complete run, not a stop).
+    self.engine = None  # The strategy's proposers.options.EngineOptions, set with the proposer.
+    self._fingerprints: dict[int, str | None] = {}  # Candidate id -> dedup.fingerprint.
 
   # Setup -------------------------------------------------------------------
   def _profile(self) -> Any:
@@ -170,14 +190,12 @@ class Controller:
     if self._proposer_override is not None:
       return self._proposer_override
     cfg = self.config
-    client = llm.LLMClient(
-        llm.LLMConfig(model=cfg.llm_model or None, api_base=cfg.llm_api_base or None,
-                      temperature=cfg.llm_temperature, timeout=cfg.llm_timeout,
-                      retries=cfg.llm_retries, seed=cfg.seed),
-        llm.ReplyCache(self.run_dir.llm_cache_path))
+    client = llm.LLMClient(llm_config(cfg), llm.ReplyCache(self.run_dir.llm_cache_path))
     proposer_config = proposers.ProposerConfig(
         task=self.profile.algorithm, sar_output=cfg.sar_output,
-        router_retries=cfg.router_retries)
+        router_retries=cfg.router_retries, ucb_c=cfg.ucb_c, lineage_window=cfg.lineage_window,
+        tried_window=cfg.tried_window, scope_router=cfg.scope_router,
+        edit_format=cfg.openevolve_edits)
     try:
       return proposers.make_proposer(cfg.strategy, proposer_config, client, cfg.factors)
     except ValueError as e:
@@ -193,13 +211,25 @@ class Controller:
                               macs_nb_nodes=p.macs_nb_nodes, use_ln=p.use_ln,
                               nb_triplet_fts=p.nb_triplet_fts)
 
-  def _limits(self, kind: str) -> Any:
+  def _limits(self, kind: str, candidate_id: int | None = None) -> Any:
     from spark_clrs import sandbox
 
     cfg = self.config
     if kind == "check":
       return sandbox.Limits(timeout_s=cfg.check_timeout_s, memory_mb=cfg.check_memory_mb)
-    return sandbox.Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb)
+    timeout = cfg.eval_timeout_s
+    seed_seconds = getattr(self, "_seed_seconds", None)
+    if candidate_id not in (None, SEED_ID) and seed_seconds and cfg.eval_timeout_factor > 0:
+      # Relative to the seed's measured cost under the same profile (issue 10).
+      timeout = min(cfg.eval_timeout_s, max(cfg.eval_timeout_factor * seed_seconds,
+                                            cfg.eval_timeout_floor_s))
+    return sandbox.Limits(timeout_s=timeout, memory_mb=cfg.eval_memory_mb)
+
+  def _seed_eval_seconds(self) -> float | None:
+    """Wall time of the seed's evaluation (recorded as ``eval_wall_seconds``)."""
+    seed = self.archive.get(SEED_ID)
+    value = (seed.metrics or {}).get("eval_wall_seconds") if seed is not None else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
   # Main entry --------------------------------------------------------------
   def run(self) -> None:
@@ -250,14 +280,23 @@ class Controller:
       raise config_lib.ConfigError(str(e)) from None
 
   def _run_loop(self) -> None:
-    from spark_clrs import checks, executors
+    from spark_clrs import checks, executors, jail
 
     cfg = self.config
+    try:  # Fail closed before any candidate code runs (issue 10).
+      self.log.say(jail.check_mode(cfg.sandbox))
+    except jail.JailUnavailableError as e:
+      raise SearchError(str(e)) from None
     self.run_dir.ensure_programs({c.id: c.code for c in self.archive.candidates() if c.code})
     self.check_config = self._check_config()
     self.proposer = self._proposer()
+    from spark_clrs.proposers import options as engine_options
+
+    self.engine = engine_options.of(self.proposer)  # What the strategy needs (issue 12).
+    self.archive.configure(self.engine)
     executor = self._executor() if self._evaluate_fn is None else None
     self._evaluate_call = executor.evaluate if executor is not None else self._evaluate_fn
+    self._evaluate_test_call = _deferred_test(executor or self._evaluate_fn, cfg.score_test)
     if self._proposer_override is not None:
       self.log.say(f"proposer: {type(self.proposer).__name__} (given by the caller)")
     elif not cfg.llm_model:
@@ -280,14 +319,28 @@ class Controller:
         worker.start()
       self.worker = worker
       self._ensure_seed()
+      self._seed_seconds = self._seed_eval_seconds()
+      if self._seed_seconds and cfg.eval_timeout_factor > 0:
+        self.log.say(f"candidate evaluation timeout: {self._limits('eval', 1).timeout_s:.0f} s "
+                     f"({cfg.eval_timeout_factor:g} x the seed's {self._seed_seconds:.0f} s, "
+                     f"at least {cfg.eval_timeout_floor_s:g} s, at most "
+                     f"{cfg.eval_timeout_s:g} s)")
       self.budget = self._budget()
+      self._spend = summary.llm_spend(self.archive.db.llm_calls())
       next_id = (self.archive.db.max_candidate_id() or 0) + 1
       if cfg.parallel_evaluations > 1 and not cfg.synchronous:
         self._run_asynchronous(next_id)
       else:
         self._run_generations(next_id)
-      self.log.event("finished", message=f"search finished: {cfg.iterations} proposals in "
-                     f"{self.run_dir.root}")
+      self._score_final_tests()
+      if self._stop_reason is not None and not self._budget_spent:
+        self.log.event("stopped", message=f"search stopped early ({self._stop_reason}) in "
+                       f"{self.run_dir.root}; re-run with a larger limit to continue",
+                       reason=self._stop_reason)
+      else:
+        done = (self._stop_reason if self._budget_spent
+                else f"{cfg.iterations} proposals")  # A spent --budget is a complete run.
+        self.log.event("finished", message=f"search finished: {done} in {self.run_dir.root}")
     finally:
       try:
         if worker is not None:
@@ -307,7 +360,7 @@ class Controller:
       self._propose(k)
     self._process(self.archive.pending())
     k = max(next_id, generation_end + 1)
-    while k <= cfg.iterations:
+    while k <= cfg.iterations and self._stop_reason is None:
       batch = list(range(k, min(k + n, cfg.iterations + 1)))
       for j in batch:
         self._propose(j)
@@ -365,13 +418,13 @@ class Controller:
       for c in self.archive.pending():
         enqueue(c)
       k = next_id
-      while k <= cfg.iterations or queued:
+      while (k <= cfg.iterations and self._stop_reason is None) or queued:
         while True:  # Archive what finished, so that the next proposal sees it.
           try:
             record(done.get_nowait())
           except queue.Empty:
             break
-        if k <= cfg.iterations and queued <= n:
+        if k <= cfg.iterations and queued <= n and self._stop_reason is None:
           self._propose(k)
           c = self.archive.get(k)
           if c is not None and c.status in PENDING_STATUSES:
@@ -440,9 +493,64 @@ class Controller:
 
   # Proposal --------------------------------------------------------------------
   def _propose(self, k: int) -> None:
-    """Makes and records proposal k (skipped if it is recorded already)."""
-    if self.archive.get(k) is not None:
+    """Makes and records proposal k (skipped if it is recorded already, or spend is used up).
+
+    A provider failure (:class:`llm.ProviderError`) is not a proposal: the attempt's calls
+    are stored as failed calls without a candidate and the proposal is made again from
+    the same seed after a backoff, until the failure is final; then the run stops with
+    its one-line cause (a re-run asks again).
+    """
+    from spark_clrs import llm
+
+    if self.archive.get(k) is not None or self._spend_exhausted() or self._budget_exhausted():
       return
+    client = getattr(self.proposer, "client", None)
+    while True:
+      state = client.checkpoint() if isinstance(client, llm.LLMClient) else None
+      try:
+        self._propose_once(k)
+        return
+      except llm.ProviderError as e:
+        calls = client.take_calls() if state is not None else [e.record]
+        for call in calls:
+          self.archive.db.insert_llm_call(None, call.to_dict(), iteration=k)
+        self._add_spend([c.to_dict() for c in calls])
+        if state is not None:
+          client.restore(state)  # The attempt never happened: same samples, same draws.
+        self.log.event("provider_failure", k, failure=e.kind, consecutive=e.consecutive,
+                       final=e.final, reason=str(e), llm_calls=len(calls))
+        if e.final:
+          raise SearchError(f"LLM provider failure at proposal {k}: {e}; nothing was recorded "
+                            "for it, re-run the same command to resume") from None
+        self.log.say(f"proposal {k}: LLM provider failure ({e.kind}, {e.consecutive} in a row, "
+                     f"stop after {self.config.llm_max_consecutive_failures}): {e}; asking "
+                     "again", logging.WARNING)
+        if state is not None:
+          client.wait_before_retry()
+
+  def _spend_exhausted(self) -> bool:
+    """Whether ``--max_llm_tokens`` / ``--max_cost_usd`` is reached (logged once)."""
+    cfg = self.config
+    if self._stop_reason is None:
+      tokens, cost = self._spend
+      if cfg.max_llm_tokens and tokens >= cfg.max_llm_tokens:
+        self._stop_reason = (f"--max_llm_tokens={cfg.max_llm_tokens} reached ({tokens:,} "
+                             "tokens used)")
+      elif cfg.max_cost_usd and cost >= cfg.max_cost_usd:
+        self._stop_reason = f"--max_cost_usd={cfg.max_cost_usd:g} reached (${cost:.4f} spent)"
+      if self._stop_reason is not None:
+        self.log.event("spend_limit", message=f"{self._stop_reason}: no more proposals; running "
+                       "evaluations finish. Re-run with a larger limit to continue",
+                       reason=self._stop_reason, tokens=tokens, cost_usd=cost)
+    return self._stop_reason is not None
+
+  def _add_spend(self, calls: list[dict[str, Any]]) -> None:
+    tokens, cost = summary.llm_spend(calls)
+    self._spend = (self._spend[0] + tokens, self._spend[1] + cost)
+
+  def _propose_once(self, k: int) -> None:
+    """One attempt at proposal k; raises :class:`llm.ProviderError` before recording anything."""
+    from spark_clrs import llm
     from spark_clrs.proposers import ParentInfo, ProposalHistory, population
 
     cfg = self.config
@@ -455,14 +563,25 @@ class Controller:
     history = ProposalHistory.of([_outcome_row(c, by_id) for c in everyone
                                   if c.is_proposal and c.status not in PENDING_STATUSES])
     request = getattr(self.proposer, "context_request", None)
+    # Programs the strategy's sampler drew with the parent (FunSearch's versions, EoH's
+    # second parent) come first, then what its context request asks for.
+    companions = tuple(population.as_info(c, "island", self.archive.cell(c.features))
+                       for c in selection.companions)
+    window = max(LINEAGE_WINDOW, cfg.lineage_window)
     info = ParentInfo(
         program_id=str(parent.id), text=parent.code, metrics=parent.metrics,
-        lineage=[_outcome_row(c, by_id) for c in self.archive.lineage(parent.id, LINEAGE_WINDOW)],
+        lineage=[_outcome_row(c, by_id) for c in self.archive.lineage(parent.id, window)],
         decision=parent.decision, cell=self.archive.cell(parent.features),
-        inspirations=population.inspirations(self.archive, parent, selection.island, request)
-        if request is not None else ())
+        inspirations=companions + (
+            population.inspirations(self.archive, parent, selection.island, request)
+            if request is not None else ()))
+    client = getattr(self.proposer, "client", None)
+    if isinstance(client, llm.LLMClient):
+      client.take_calls()  # Only this proposal's calls from here on.
     try:
       proposal = self.proposer.propose(info, history, rng)
+    except llm.ProviderError:
+      raise
     except Exception as e:  # A proposer bug costs one proposal, never the search.
       self.log.say(f"proposal {k}: the proposer raised\n{traceback.format_exc()}",
                    logging.ERROR)
@@ -470,17 +589,41 @@ class Controller:
       error = f"proposer error: {type(e).__name__}: {e}"
     child = proposal.child_text if proposal is not None else None
     scope = tuple(proposal.scope) if proposal is not None and proposal.scope else None
-    changed, entangled, outside = self._entanglement(parent.code, child, scope)
+    judged = entanglement.judge(
+        parent.code, child, scope,
+        entanglement.scope_selected(scope, proposal.decision if proposal is not None else {}))
+    changed, entangled = judged.changed, judged.entangled
     status, stage, reason = "proposed", None, None
+    twin = None
+    key = dedup.fingerprint(child)  # One AST parse per child; archived ones are cached.
     if child is None:
       status, stage = "rejected", "proposal"
       reason = (proposal.error if proposal is not None else error) or "no child program"
-    elif cfg.freeze_non_selected_region and scope and entangled:
+    elif key is not None and key == self._fingerprint(parent):
+      status, stage = "rejected", "unchanged"
+      reason = (f"unchanged: the child's code equals its parent {parent.id}'s (same AST; only "
+                "comments or formatting differ), so there is nothing to evaluate")
+    elif cfg.freeze_non_selected_region and scope and judged.outside_editable:
       status, stage = "rejected", "entangled"
-      reason = f"entangled: changed outside {'+'.join(scope)}: {'; '.join(outside)}"
+      reason = (f"entangled: changed outside {'+'.join(scope)}: "
+                f"{'; '.join(judged.outside_editable)}")
+    else:
+      twin = self._archived_twin(key, everyone)
+      if twin is not None and twin.status == "rejected":
+        status, stage = "rejected", twin.stage
+        reason = (f"same program as candidate {twin.id} (AST equal), rejected at "
+                  f"{twin.stage}: {twin.reason}")
+        twin = None
+    journal = client.take_calls() if isinstance(client, llm.LLMClient) else []
+    # The client's journal has every call, also those of a proposer that raised.
+    records = journal or (list(proposal.calls) if proposal is not None else [])
+    calls = [c.to_dict() for c in records]
     decision = dict(proposal.decision) if proposal is not None else {}
-    decision.update(parent_selection=selection.method, island=selection.island)
-    calls = [c.to_dict() for c in proposal.calls] if proposal is not None else []
+    answered = sorted({"offline" if c.get("model") == llm.OFFLINE_MODEL else "llm"
+                       for c in calls})
+    decision.update(parent_selection=selection.method, island=selection.island,
+                    answered_by=answered[0] if len(answered) == 1 else
+                    ("mixed" if answered else "none"))
     self.archive.record_proposal(
         k, parent_id=parent.id, island=selection.island, strategy=cfg.strategy, scope=scope,
         directive=proposal.directive if proposal is not None else None, decision=decision,
@@ -488,19 +631,75 @@ class Controller:
         status=status, stage=stage, reason=reason)
     if child is not None:
       self.run_dir.write_program(k, child)
+      self._fingerprints[k] = key
+    self._add_spend(calls)
+    if twin is not None:  # No compute for a program the archive already scored.
+      self.archive.record_duplicate(k, twin)
+      status = "duplicate"
     tokens = sum(int(c.get("prompt_tokens") or 0) + int(c.get("completion_tokens") or 0)
                  for c in calls)
     where = "+".join(scope) if scope else "unscoped"
     text = f"proposal {k}: parent {parent.id} ({selection.method}, island {selection.island})"
-    text += f", scope {where} [{decision.get('scope_source', '-')}]"
+    source, who = decision.get("scope_source", "-"), decision["answered_by"]
+    text += f", scope {where} [{source if who in (source, 'none') else f'{source}, {who}'}]"
     if status == "rejected":
       text += f" -> rejected: {reason}"
+      self._after_candidate()
+    elif status == "duplicate":
+      text += (f" -> duplicate of candidate {twin.id} (AST equal): its {FITNESS} "
+               f"{noise.format_metric(twin.metrics)} reused, not trained")
       self._after_candidate()
     self.log.event("proposal", k, message=text, parent_id=parent.id, scope=scope,
                    directive=proposal.directive if proposal is not None else None,
                    decision=decision, status=status, stage=stage, reason=reason,
                    entangled=entangled, changed_factors=changed, llm_calls=len(calls),
-                   cached_calls=sum(bool(c.get("cached")) for c in calls), tokens=tokens)
+                   cached_calls=sum(bool(c.get("cached")) for c in calls), tokens=tokens,
+                   tokens_estimated=any(c.get("estimated") for c in calls),
+                   answered_by=decision["answered_by"])
+
+  def _fingerprint(self, c: Candidate) -> str | None:
+    """``dedup.fingerprint`` of an archived candidate's program, computed once per id."""
+    if c.id not in self._fingerprints:
+      self._fingerprints[c.id] = dedup.fingerprint(c.code)
+    return self._fingerprints[c.id]
+
+  def _archived_twin(self, key: str | None, everyone: list[Candidate]) -> Candidate | None:
+    """The first finished candidate whose program has fingerprint ``key`` (same AST).
+
+    Only outcomes that depend on the program alone are reused: an evaluation (the
+    training seeds and evaluation sets are the run's, so its metrics are the child's)
+    and a rejection by a check stage. Failed evaluations and parent-relative verdicts
+    (scope, entangled, unchanged) are not.
+    """
+    if key is None:
+      return None
+    for c in everyone:
+      if c.status in PENDING_STATUSES or not c.code or self._fingerprint(c) != key:
+        continue
+      if c.can_be_parent and c.stage != archive_lib.DUPLICATE_STAGE:
+        return c
+      if c.status == "rejected" and c.stage in REUSABLE_REJECTIONS:
+        return c
+    return None
+
+  def _budget_exhausted(self) -> bool:
+    """Whether ``--budget=tokens|cost`` has reached ``--budget_amount`` (logged once).
+
+    Tokens are those of every request sent (cached replies are free; the offline
+    provider's are its length/4 estimates, so offline comparisons can be matched too).
+    """
+    cfg = self.config
+    if cfg.budget == "evaluations" or self._stop_reason is not None:
+      return self._stop_reason is not None
+    tokens, cost = self.archive.db.llm_usage()
+    used = tokens if cfg.budget == "tokens" else cost
+    if used >= cfg.budget_amount:
+      self._budget_spent = True
+      self._stop_reason = (f"--budget={cfg.budget} of {cfg.budget_amount:g} spent "
+                           f"({tokens:,} tokens, ${cost:.4f})")
+      self.log.event("budget_spent", message=f"{self._stop_reason}: no more proposals",
+                     budget=cfg.budget, amount=cfg.budget_amount, tokens=tokens, cost_usd=cost)
+    return self._stop_reason is not None
 
   def _between_iterations(self, done: int) -> None:
     """Ring migration and the strategy's island reset due after iteration ``done``.
@@ -513,9 +712,10 @@ class Controller:
       moves = self.archive.migrate(done)
       if moves:
         self.log.event("migration", message=f"migration after iteration {done}: "
-                       f"{len(moves)} program(s) moved along the ring",
+                       f"{len(moves)} program(s) copied to neighbouring islands",
                        iteration=done, moves=moves)
-    reset = getattr(self.proposer, "island_reset", None)
+    reset = (self.engine.island_reset if self.engine is not None
+             else getattr(self.proposer, "island_reset", None))
     if reset is not None and reset.due(done):
       rng = np.random.default_rng([cfg.seed, done, 1])
       resets = self.archive.reset_islands(done, reset.fraction, rng)
@@ -525,20 +725,16 @@ class Controller:
                        "surviving islands", iteration=done, resets=resets)
 
   @staticmethod
-  def _entanglement(parent: str, child: str | None,
-                    scope: tuple[str, ...] | None) -> tuple[tuple[str, ...], bool | None, list[str]]:
-    """(changed factors, entangled?, what changed outside the scope) of a child."""
-    if child is None:
-      return (), None, []
-    try:
-      diff = regions.diff_factors(parent, child)
-    except regions.RegionError as e:
-      return (), True, [f"region markers broken ({e})"]
-    if scope:
-      entangled = not diff.touches_only(scope)
-      outside = regions.outside_scope_changes(parent, child, scope) if entangled else []
-      return diff.changed, entangled, outside
-    return diff.changed, diff.is_entangled, []
+  def _entanglement(parent: str, child: str | None, scope: tuple[str, ...] | None,
+                    decision: dict[str, Any] | None = None
+                    ) -> tuple[tuple[str, ...], bool | None, list[str]]:
+    """(changed factors, entangled?, changes outside the editable scope): entanglement.judge.
+
+    Without ``decision`` a given scope counts as router-selected.
+    """
+    selected = entanglement.scope_selected(scope, decision or {"scope_source": "llm"})
+    judged = entanglement.judge(parent, child, scope, selected)
+    return judged.changed, judged.entangled, list(judged.outside_editable)
 
   # Checks + evaluation -----------------------------------------------------------
   def _process(self, batch: list[Candidate]) -> None:
@@ -591,11 +787,16 @@ class Controller:
       check_metrics = {"check_param_count": verdict.param_count, "check_macs": verdict.macs}
       if not verdict.feasible:
         return Outcome("rejected", verdict.stage, verdict.reason, check_metrics)
+    workdir = _fresh_dir(self.run_dir.work / f"{c.id:04d}", "eval")
+    deferred = {"score_test": False} if self._evaluate_test_call is not None else {}
     result = self._evaluate_call(
         str(self.run_dir.program_path(c.id)), self.profile, list(cfg.training_seeds),
-        workdir=_fresh_dir(self.run_dir.work / f"{c.id:04d}", "eval"),
-        limits=self._limits("eval"))
+        workdir=workdir, limits=self._limits("eval", c.id), **deferred)
     metrics = {**check_metrics, **dict(result.metrics or {})}
+    if deferred:  # Where the saved parameters are, to score OOD-test if it becomes best.
+      metrics["eval_workdir"] = os.path.relpath(workdir, self.run_dir.root)
+    if isinstance(getattr(result, "wall_seconds", None), (int, float)):
+      metrics["eval_wall_seconds"] = round(float(result.wall_seconds), 3)
     if result.status != "ok":
       return Outcome("failed", "evaluate", f"evaluate: {result.status}: {result.reason}",
                      metrics)
@@ -609,21 +810,62 @@ class Controller:
       features[dim] = float(value) if isinstance(value, (int, float)) else 0.0
     return Outcome("evaluated", "ok", "", metrics, float(fitness), features)
 
+  def _score_test(self, candidate_id: int) -> dict[str, Any]:
+    """Scores a deferred OOD-test from the candidate's saved parameters; its metrics after.
+
+    Runs on the driver thread (the archive's writer); a failure is recorded as
+    ``test_error`` and never changes the candidate's fitness or status.
+    """
+    c = self.archive.get(candidate_id)
+    if (self._evaluate_test_call is None or c is None or c.metrics.get("test_scored") is not False
+        or not c.metrics.get("eval_workdir")):
+      return dict(c.metrics) if c is not None else {}
+    result = self._evaluate_test_call(
+        str(self.run_dir.program_path(c.id)), self.profile, list(self.config.training_seeds),
+        workdir=self.run_dir.root / c.metrics["eval_workdir"],
+        limits=self._limits("eval", c.id))
+    if result.status == "ok":
+      added = {**dict(result.metrics or {}), "test_scored": True}
+      added = {k: v for k, v in added.items() if k.startswith("ood_acc") or k in (
+          "test_scored", "eval_seconds_by_set")}
+      if "eval_seconds_by_set" in added:  # Keep the training run's ood_val/val timings.
+        added["eval_seconds_by_set"] = {**dict(c.metrics.get("eval_seconds_by_set") or {}),
+                                        **dict(added["eval_seconds_by_set"] or {})}
+    else:
+      added = {"test_error": f"{result.status}: {result.reason}"}
+    self.log.event("test_scored", c.id, status=result.status, metrics=added)
+    return dict(self.archive.update_metrics(c.id, added).metrics)
+
+  def _score_final_tests(self) -> None:
+    """OOD-test of the ``--test_top_k`` fittest candidates, when it was deferred."""
+    if self._evaluate_test_call is None:
+      return
+    for c in self.archive.elites()[:self.config.test_top_k]:
+      if c.metrics.get("test_scored") is False:
+        self._score_test(c.id)
+
   def _record(self, c: Candidate, outcome: Outcome) -> None:
     best_before = self.archive.best()
     if outcome.status == "evaluated":
       self.archive.record_result(c.id, outcome.metrics, outcome.fitness, outcome.features)
+      if best_before is None or outcome.fitness > best_before.fitness:  # A new best-so-far.
+        outcome = dataclasses.replace(outcome, metrics=self._score_test(c.id))
     elif outcome.status == "rejected":
       self.archive.record_rejection(c.id, outcome.stage, outcome.reason, outcome.metrics)
     else:
       self.archive.record_failure(c.id, outcome.stage, outcome.reason, outcome.metrics)
     name = "seed" if c.id == SEED_ID else f"candidate {c.id}"
     if outcome.status == "evaluated":
-      text = (f"{name}: {FITNESS} {outcome.fitness:.4f} (test "
-              f"{_fmt(outcome.metrics.get('ood_acc'))}, {_fmt(outcome.metrics.get('macs'))} "
-              f"MACs, {_fmt(outcome.metrics.get('train_seconds'))} s training)")
+      test = (noise.format_metric(outcome.metrics, "ood_acc")
+              if outcome.metrics.get("ood_acc") is not None else
+              "deferred: scored if it becomes best" if outcome.metrics.get("test_scored") is False
+              else "not scored")
+      text = (f"{name}: {FITNESS} {noise.format_metric(outcome.metrics)} (test {test}, "
+              f"{_fmt(outcome.metrics.get('macs'))} MACs, "
+              f"{_fmt(outcome.metrics.get('train_seconds'))} s training)")
       if best_before is not None and outcome.fitness > best_before.fitness:
-        text += f" NEW BEST (was {best_before.fitness:.4f})"
+        # Best-so-far rises on any strict gain (SPEC §1.7); the note says if it is noise.
+        text += noise.improvement_note(noise.of(outcome.metrics), noise.of(best_before.metrics))
     else:
       text = f"{name}: {outcome.status} at {outcome.stage}: {outcome.reason}"
     self._after_candidate()
@@ -638,7 +880,30 @@ class Controller:
     best = self.archive.best()
     self.bar.update(len(proposals), best=best.fitness if best else None,
                     valid_rate=valid / len(proposals) if proposals else None)
-    self._write_summary(candidates)
+    self._refresh_page(candidates, self._write_summary(candidates))
+
+  def _refresh_page(self, candidates: list[Candidate], data: dict[str, Any], *,
+                    final: bool = False) -> None:
+    """results/index.html (viewer.py): at most every few seconds while running, and at the end.
+
+    The wait after a write is also at least ten times what the write took, so a large archive
+    never slows the loop by more than a tenth. A failure only costs the page.
+    """
+    import time
+
+    from spark_clrs import viewer
+
+    start = time.monotonic()
+    if not final and start < self._page_due:
+      return
+    try:
+      viewer.write_run_page(self.run_dir.root, candidates=candidates,
+                            calls=self.archive.db.llm_calls(), summary=data, live=not final)
+    except Exception as e:  # The page is a view of the archive; the search goes on.
+      logging.getLogger("spark_clrs").warning("results/index.html not written: %s: %s",
+                                              type(e).__name__, e)
+    took = time.monotonic() - start
+    self._page_due = start + took + max(viewer.REFRESH_S, viewer.REFRESH_COST_FACTOR * took)
 
   # Results ---------------------------------------------------------------------
   def _run_info(self) -> dict[str, Any]:
@@ -646,12 +911,21 @@ class Controller:
     return {"run_dir": str(self.run_dir.root), "strategy": cfg.strategy,
             "profile": cfg.profile, "seed": cfg.seed, "iterations": cfg.iterations,
             "seed_program": cfg.seed_program, "factors": list(cfg.factors),
+            "sandbox": cfg.sandbox,
             "llm_model": cfg.llm_model or "spark/offline",
-            "profile_settings": self.profile.to_dict() if self.profile else None}
+            "llm_models": {role: [f"{m}:{w:g}" for m, w in llm_config(cfg).models_for(role)]
+                           for role in ("router", "refiner", "rewriter")},
+            "profile_settings": self.profile.to_dict() if self.profile else None,
+            "budget": {"kind": cfg.budget, "amount": cfg.budget_amount or cfg.iterations},
+            "training_seeds": list(cfg.training_seeds),
+            "proposer_note": tables.proposer_note([cfg.llm_model], [cfg.strategy])}
 
   def _write_summary(self, candidates: list[Candidate]) -> dict[str, Any]:
     data = summary.summarize(candidates, self.archive.db.llm_calls(), self._run_info())
-    data["complete"] = data["proposals"] >= self.config.iterations and not data["pending"]
+    data["complete"] = ((data["proposals"] >= self.config.iterations or self._budget_spent)
+                        and not data["pending"])
+    data["budget"]["spent"] = self._budget_spent
+    data["stop_reason"] = self._stop_reason
     rundir.write_atomic(self.run_dir.summary_path,
                         json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     return data
@@ -668,8 +942,42 @@ class Controller:
     title = (f"{self.config.strategy} on {self.config.profile} "
              f"(seed {self.config.seed}): best {_fmt(data['best_ood_val_acc'])}")
     plots.save_best_so_far(candidates, self.run_dir.plot_path, title)
+    self._refresh_page(candidates, data, final=True)
     self.log.say(f"results: {self.run_dir.summary_path}, {self.run_dir.best_program_path}, "
                  f"{self.run_dir.plot_path}")
+    self.log.say(f"viewer: {self.run_dir.results / 'index.html'} (open it in a browser)")
+
+
+def llm_config(cfg: config_lib.SearchConfig) -> Any:
+  """The ``llm.LLMConfig`` of a search's ``--llm_*`` and per-role model flags."""
+  from spark_clrs import llm
+
+  return llm.LLMConfig(
+      model=cfg.llm_model or None, api_base=cfg.llm_api_base or None,
+      temperature=cfg.llm_temperature, timeout=cfg.llm_timeout, retries=cfg.llm_retries,
+      seed=cfg.seed, max_tokens=cfg.llm_max_tokens, backoff_s=cfg.llm_backoff_s,
+      models=cfg.llm_models,
+      role_models=tuple((role, getattr(cfg, f"{role}_model"))
+                        for role in ("router", "refiner", "rewriter")
+                        if getattr(cfg, f"{role}_model")),
+      max_input_tokens=cfg.llm_max_input_tokens or None,
+      max_consecutive_failures=cfg.llm_max_consecutive_failures,
+      price_per_mtok=tuple(cfg.llm_price_per_mtok) if cfg.llm_price_per_mtok else None)
+
+
+def _deferred_test(evaluator: Any, score_test: str) -> EvaluateFn | None:
+  """``evaluate_test`` of the executor (or caller's evaluate) when OOD-test is deferred.
+
+  ``--score_test=best`` defers OOD-test when the evaluation can do it: an executor with
+  ``supports_deferred_test`` (local slots; Ray tasks keep nothing between calls), or a
+  caller-given evaluate object with an ``evaluate_test`` method.
+  """
+  if score_test != "best" or evaluator is None:
+    return None
+  method = getattr(evaluator, "evaluate_test", None)
+  if not callable(method) or not getattr(evaluator, "supports_deferred_test", True):
+    return None
+  return method
 
 
 def _fresh_dir(base: pathlib.Path, stage: str) -> pathlib.Path:

@@ -17,12 +17,21 @@ No dataset download and no network: every batch comes from ``clrs.build_sampler`
 * Sets of the same graph size are padded to a common number of hint steps. Padding is
   exact: the network freezes each sample's outputs after its own length (CLRS pads every
   batch to its longest sample the same way), and it means one predict compile per size.
+* What a jailed trainer gets of an evaluation set (SPEC §9) is :func:`export_features`:
+  the inputs, the lengths and the hints with every step after the first zeroed
+  (:func:`blank_hints`). CLRS's ``nets.Net`` takes its number of message-passing steps
+  from the hints' time dimension, so that dimension is kept; at prediction time
+  (``repred=True``) it reads only step 0 of the hints (later steps are its own decoded
+  predictions, and with hints not encoded it reads none), so the predictions are
+  bit-identical to those from the full set (tested). The outputs never leave the
+  trusted process; the jail gets only their names, types and shapes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import chex
 import clrs
@@ -247,6 +256,83 @@ def count_shared_samples(a: EvalSet, b: EvalSet) -> int:
   return sum(k in other for k in keys(a))
 
 
-__all__ = ["EVAL_SET_NAMES", "EvalSet", "EvalSetConfig", "build_eval_set",
+def blank_hints(features: clrs.Features) -> clrs.Features:
+  """``features`` with every hint step after the first set to zero (same shapes).
+
+  Later hint steps give the answer away (e.g. DFS's last ``pi_h`` is its output); the
+  time dimension stays because ``nets.Net`` derives its step count from it.
+  """
+  def blank(dp: clrs.DataPoint) -> clrs.DataPoint:
+    data = np.zeros_like(dp.data)
+    data[:1] = dp.data[:1]
+    return clrs.DataPoint(dp.name, dp.location, dp.type_, data)
+  return features._replace(hints=tuple(blank(dp) for dp in features.hints))
+
+
+def _describe(dps: Sequence[clrs.DataPoint]) -> list[list[str]]:
+  return [[dp.name, str(dp.location), str(dp.type_)] for dp in dps]
+
+
+def export_features(sets: Mapping[str, EvalSet], spec: clrs.Spec
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """What a jailed trainer may see of ``sets``: arrays (for an ``.npz``) and a manifest.
+
+  Arrays are named ``SET|BATCH|inputs|NAME``, ``SET|BATCH|hints|NAME`` (hints blanked by
+  :func:`blank_hints`) and ``SET|BATCH|lengths``. The JSON-able manifest holds the spec
+  and, per set, the number of batches, each DataPoint's name/location/type and the
+  outputs' names, types, per-batch shapes and dtypes (never their values).
+  """
+  arrays: dict[str, np.ndarray] = {}
+  manifest: dict[str, Any] = {
+      "spec": {name: [str(x) for x in value] for name, value in spec.items()}, "sets": {}}
+  for set_name, eval_set in sets.items():
+    first = eval_set.batches[0]
+    manifest["sets"][set_name] = {
+        "batches": len(eval_set.batches),
+        "inputs": _describe(first.features.inputs),
+        "hints": _describe(first.features.hints),
+        "outputs": [[dp.name, str(dp.location), str(dp.type_), list(dp.data.shape),
+                     str(dp.data.dtype)] for dp in first.outputs],
+    }
+    for i, batch in enumerate(eval_set.batches):
+      features = blank_hints(batch.features)
+      for dp in features.inputs:
+        arrays[f"{set_name}|{i}|inputs|{dp.name}"] = np.asarray(dp.data)
+      for dp in features.hints:
+        arrays[f"{set_name}|{i}|hints|{dp.name}"] = np.asarray(dp.data)
+      arrays[f"{set_name}|{i}|lengths"] = np.asarray(features.lengths)
+  return arrays, manifest
+
+
+def import_features(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]
+                    ) -> tuple[clrs.Spec, dict[str, list[clrs.Features]]]:
+  """Inverse of :func:`export_features` (jail side): the spec and each set's batches."""
+  spec = {name: tuple(value) for name, value in manifest["spec"].items()}
+
+  def dps(prefix: str, described: Sequence[Sequence[str]]) -> tuple[clrs.DataPoint, ...]:
+    return tuple(clrs.DataPoint(name, loc, typ, arrays[f"{prefix}|{name}"])
+                 for name, loc, typ in described)
+
+  sets: dict[str, list[clrs.Features]] = {}
+  for set_name, info in manifest["sets"].items():
+    sets[set_name] = [
+        clrs.Features(dps(f"{set_name}|{i}|inputs", info["inputs"]),
+                      dps(f"{set_name}|{i}|hints", info["hints"]),
+                      arrays[f"{set_name}|{i}|lengths"])
+        for i in range(info["batches"])]
+  return spec, sets
+
+
+def placeholder_feedback(features: clrs.Features, manifest_set: Mapping[str, Any]
+                         ) -> clrs.Feedback:
+  """A Feedback with zero outputs of the right shapes: enough to size a BaselineModel
+  (it reads only the outputs' last dimension), useless for scoring."""
+  outputs = tuple(clrs.DataPoint(name, loc, typ, np.zeros(shape, dtype=np.dtype(dtype)))
+                  for name, loc, typ, shape, dtype in manifest_set["outputs"])
+  return clrs.Feedback(features, outputs)
+
+
+__all__ = ["EVAL_SET_NAMES", "EvalSet", "EvalSetConfig", "blank_hints", "build_eval_set",
            "build_eval_sets", "count_shared_samples", "eval_set_configs",
-           "make_train_stream", "pad_hint_steps", "train_sampler_kwargs"]
+           "export_features", "import_features", "make_train_stream", "pad_hint_steps",
+           "placeholder_feedback", "train_sampler_kwargs"]

@@ -15,6 +15,7 @@ does not load or has no ``get_processor_factory``). Errors are one line on stder
 
 from __future__ import annotations
 
+from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import dataclasses
 import json
 import pathlib
@@ -50,6 +51,10 @@ _TIMEOUT_S = flags.DEFINE_float("timeout_s", None,
                                 "Wall-clock limit of the child (default: from the profile).")
 _MEMORY_MB = flags.DEFINE_integer("memory_mb", None,
                                   "Resident-memory limit of the child in MiB.")
+_SANDBOX = flags.DEFINE_enum("sandbox", "bwrap", ["bwrap", "none"],
+                             "Isolation of the child: the bubblewrap jail (refuses to run "
+                             "where it cannot be created) or none (explicit opt-in: only the "
+                             "process limits).")
 _IN_PROCESS = flags.DEFINE_boolean("in_process", False,
                                    "Run in this process, without the sandbox (trusted "
                                    "programs only).")
@@ -154,10 +159,21 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str]) -> None:
+  quiet.apply_flag()
   if len(argv) != 2:
     print("error: expected exactly one PROGRAM (a .py file or a seed name such as "
           f"triplet_gmpnn), got {argv[1:]}", file=sys.stderr)
     sys.exit(2)
+  if not _IN_PROCESS.value:
+    from spark_clrs import jail  # pylint: disable=g-import-not-at-top
+
+    try:  # Fail closed before the program runs (issue 10).
+      line = jail.check_mode(_SANDBOX.value)
+    except jail.JailUnavailableError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    if _SANDBOX.value == "none":
+      print(line, file=sys.stderr)
   try:
     metrics = run(argv[1])
   except UsageError as e:
@@ -170,6 +186,7 @@ def main(argv: list[str]) -> None:
 
 
 def entry_point() -> None:
+  quiet.define_flag()
   app.run(main)
 
 

@@ -5,20 +5,23 @@ The search keeps ``executor.slots`` evaluations in flight, each one a blocking
 ``spark_clrs.evaluator.evaluate``; the driver alone writes the archive.
 
 * :class:`LocalExecutor` (``--executor=local``): N slots on this machine. Each slot owns
-  a warm ``sandbox.Worker`` that has imported JAX, Haiku and CLRS once and forks one
-  jailed child per candidate (no interpreter start, no 5-15 s of imports per candidate),
-  and one accelerator when there are any (``CUDA_VISIBLE_DEVICES`` of its own; slots
-  sharing a GPU split its memory). All slots share the run's persistent JAX compilation
-  cache, so re-evaluating a program whose computation was compiled before (a resumed
-  run, a child that only changed comments or names) skips XLA's backend compile.
+  a ``sandbox.Worker``: pre-started single-use jailed interpreters, the next of which
+  imports JAX, Haiku and CLRS while the current candidate runs (no 5-15 s of imports on
+  the critical path, and no interpreter ever runs two candidates), and one accelerator
+  when there are any (``CUDA_VISIBLE_DEVICES`` of its own, and the GPU device nodes
+  bound into its jail; slots sharing a GPU split its memory). With ``--sandbox=none``
+  the slots share the run's persistent JAX compilation cache (a program compiled before
+  skips XLA's backend compile); the jail hides it, since a cache shared by candidates is
+  a channel from one candidate to the next.
 * :class:`RayExecutor` (``--executor=ray``): each evaluation is one Ray task requesting
   one GPU when the cluster has GPUs, else ``cpus_per_evaluation`` CPUs. The task runs the
-  same sandboxed evaluation (``sandbox.run_in_child`` through ``evaluator.evaluate``) on
-  its worker, from the program text shipped with the task (workers need not share a file
-  system). A task lost with its worker (killed, node died, out of memory) is retried once
-  by Ray, then recorded as ``crashed``; a guardian process on the worker kills the lost
-  attempt's sandboxed child, so nothing keeps running unsupervised. Ray is optional:
-  ``pip install -e .[ray]``.
+  same jailed evaluation (``sandbox.run_in_child`` through ``evaluator.evaluate``, with
+  the driver's ``--sandbox`` mode) on its worker, from the program text shipped with the
+  task (workers need not share a file system). A task lost with its worker (killed, node
+  died, out of memory) is retried once by Ray, then recorded as ``crashed``; the jail
+  dies with the task's process (``--die-with-parent``), and a guardian process on the
+  worker kills anything left of the lost attempt. Ray is optional: ``pip install -e
+  .[ray]``.
 
 Every evaluation sees exactly one device: dm-clrs 2.0.3's multi-device path calls the
 removed ``jax.device_put_replicated``.
@@ -47,7 +50,7 @@ from typing import Any
 
 import psutil
 
-from spark_clrs import sandbox
+from spark_clrs import jail, sandbox
 from spark_clrs.config import EXECUTORS
 
 # What a warm evaluation worker imports once (everything the evaluator child needs).
@@ -134,7 +137,7 @@ class LocalExecutor(Executor):
     workdir: where the workers keep their home directories and logs.
     compile_cache_dir: persistent JAX compilation cache shared by the slots (None = off).
     devices: accelerator ids to spread the slots over (default: :func:`local_accelerators`).
-    warm: fork children from warm workers (default); False = a fresh interpreter each.
+    warm: pre-started single-use workers (default); False = a fresh interpreter each.
   """
 
   def __init__(self, slots: int, *, workdir: pathlib.Path,
@@ -174,8 +177,11 @@ class LocalExecutor(Executor):
   def describe(self) -> str:
     where = (f"GPU(s) {','.join(sorted(set(d for d in self.devices if d)))}" if self._devices
              else "CPU")
-    how = "warm workers (fork per candidate)" if self._warm else "a fresh interpreter each"
-    cache = f", JAX compilation cache {self._cache}" if self._cache else ""
+    how = ("pre-started single-use workers" if self._warm else "a fresh interpreter each")
+    how += (", in the bubblewrap jail" if jail.mode() == "bwrap"
+            else ", WITHOUT the jail (--sandbox=none)")
+    cache = (f", JAX compilation cache {self._cache}"
+             if self._cache and jail.mode() == "none" else "")
     return f"executor: local, {self.slots} evaluation(s) at a time on {where}, {how}{cache}"
 
   def start(self) -> None:
@@ -188,7 +194,8 @@ class LocalExecutor(Executor):
     for slot in self._slots:
       if slot.worker is None:
         slot.worker = sandbox.Worker(workdir=self._workdir / f"slot-{slot.index}",
-                                     preload=EVAL_PRELOAD, extra_env=slot.env)
+                                     preload=EVAL_PRELOAD, extra_env=slot.env,
+                                     gpu=slot.device is not None)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(self._slots)) as pool:
       futures = [pool.submit(slot.worker.start) for slot in self._slots if slot.worker]
       errors = [f.exception() for f in futures if f.exception() is not None]
@@ -204,8 +211,24 @@ class LocalExecutor(Executor):
         slot.worker.close()
         slot.worker = None
 
+  supports_deferred_test = True  # evaluate(score_test=False) + evaluate_test (issue 12).
+
   def evaluate(self, program_path: str | pathlib.Path, profile: Any, seeds: Sequence[int], *,
-               workdir: pathlib.Path, limits: sandbox.Limits | None = None) -> Any:
+               workdir: pathlib.Path, limits: sandbox.Limits | None = None,
+               score_test: bool = True) -> Any:
+    return self._in_slot("evaluate", program_path, profile, seeds, workdir=workdir,
+                         limits=limits, score_test=score_test)
+
+  def evaluate_test(self, program_path: str | pathlib.Path, profile: Any,
+                    seeds: Sequence[int], *, workdir: pathlib.Path,
+                    limits: sandbox.Limits | None = None) -> Any:
+    """OOD-test of an earlier ``evaluate(..., score_test=False)`` in the same ``workdir``."""
+    return self._in_slot("evaluate_test", program_path, profile, seeds, workdir=workdir,
+                         limits=limits)
+
+  def _in_slot(self, name: str, program_path: str | pathlib.Path, profile: Any,
+               seeds: Sequence[int], *, workdir: pathlib.Path,
+               limits: sandbox.Limits | None, **extra: Any) -> Any:
     from spark_clrs import evaluator  # pylint: disable=g-import-not-at-top  # JAX, CLRS.
 
     slot = self._free.get()
@@ -216,10 +239,11 @@ class LocalExecutor(Executor):
                                     wall_seconds=0.0, peak_rss_mb=0.0, stderr_tail="")
       if self._warm and slot.worker is None:
         slot.worker = sandbox.Worker(workdir=self._workdir / f"slot-{slot.index}",
-                                     preload=EVAL_PRELOAD, extra_env=slot.env)
-      return evaluator.evaluate(program_path, profile, seeds, workdir=workdir, limits=limits,
-                                worker=slot.worker, visible_device=slot.device,
-                                extra_env=slot.env)
+                                     preload=EVAL_PRELOAD, extra_env=slot.env,
+                                     gpu=slot.device is not None)
+      return getattr(evaluator, name)(program_path, profile, seeds, workdir=workdir,
+                                      limits=limits, worker=slot.worker,
+                                      visible_device=slot.device, extra_env=slot.env, **extra)
     finally:
       self._free.put(slot)
 
@@ -293,6 +317,7 @@ def ray_task(request: dict[str, Any]) -> dict[str, Any]:
   """Body of one Ray task: a sandboxed evaluation of the shipped program on this worker."""
   from spark_clrs import evaluator, profiles  # pylint: disable=g-import-not-at-top
 
+  jail.set_mode(request.get("sandbox", "bwrap"))  # The driver's --sandbox, never weaker.
   root = pathlib.Path(tempfile.mkdtemp(prefix=RAY_TASK_PREFIX)).resolve()
   guardian = _Guardian(root)
   try:
@@ -400,7 +425,8 @@ class RayExecutor(Executor):
     limits = limits or evaluator.default_limits(profile, len(seeds))
     request = {"program_name": path.name, "program_text": path.read_text(),
                "profile": profile.to_dict(), "seeds": [int(s) for s in seeds],
-               "limits": dataclasses.asdict(limits), "compile_cache_dir": self._cache}
+               "limits": dataclasses.asdict(limits), "compile_cache_dir": self._cache,
+               "sandbox": jail.mode()}
     start = time.monotonic()
     try:
       out = ray.get(self._remote.remote(request))

@@ -18,11 +18,16 @@ description shares the most words with it (a random applicable one when there is
 directive, as in ``asr_only``). A scope may name several factors (``rc_sar``).
 
 The baseline strategies' whole-program prompts (``openevolve``, ``evoprompting``,
-``funsearch``, ``eoh``) carry ``<request role="program" base="ID" factors="..."/>``: the
-answer applies one catalogue move to each of a random non-empty subset of the factors
-of ``<program id="ID">``, the way a free-form rewrite may touch one region or several,
-and describes what it did in braces before the code (EoH's thought + code form).
-Token counts are estimates (4 characters per token).
+``funsearch``, ``eoh``) carry ``<request role="program" base="ID" factors="..."
+edit="KIND" others="IDS"/>``, and the answer is the kind of edit that prompt asks for,
+made to ``<program id="ID">``: one change for a one-change prompt (FunSearch's next
+version, EoH's M1), a parameter change for EoH's M2, a change unlike every program
+shown for EoH's E1, SEARCH/REPLACE blocks for OpenEvolve's diff prompt, and for the
+crossover prompts (EvoPrompting, EoH's E2) the base with one factor region taken from
+a program it was shown. It describes what it did in braces before the code (EoH's
+thought + code form). None of it reads fitness: this is a rule-based proposer, and
+runs made with it compare the search machinery, not the methods (every table, plot and
+summary of such runs says so). Token counts are estimates (4 characters per token).
 """
 
 from __future__ import annotations
@@ -187,31 +192,104 @@ def answer_rewriter(attrs: Mapping[str, str], text: str, rng: np.random.Generato
   return f"{note}\n\n```python\n{code.rstrip()}\n```\n"
 
 
+# EoH's M2 asks for other parameter settings: the moves that change a width, an
+# activation, an initialiser or a bias rather than the structure.
+_PARAMETER_MOVE = re.compile(r"width|activation|init|bias|offset")
+EDITS = ("one", "parameter", "diff", "crossover", "explore")
+
+
+def _one_move(program: str, factors: Sequence[str], rng: np.random.Generator, *,
+              only: re.Pattern[str] | None = None,
+              avoid: Sequence[str] = ()) -> tuple[str, str] | None:
+  """``(new program, note)`` for one catalogue move in one factor, or ``None``.
+
+  ``only`` keeps moves whose name matches; a child equal to a program in ``avoid`` is
+  not made (EoH's E1: an idea unlike all the given ones).
+  """
+  present = regions.parse_regions(program)
+  options = {}
+  for f in factors:
+    if f not in present:
+      continue
+    moves = [m for m in offline_moves.applicable(f, present[f].body)
+             if only is None or only.search(m.name)]
+    if avoid:
+      moves = [m for m in moves if regions.replace_region(
+          program, f, m.apply(present[f].body)) not in avoid]
+    if moves:
+      options[f] = moves
+  if not options:
+    return None
+  factor = _pick(sorted(options, key=list(factors).index), rng)
+  move = _pick(options[factor], rng)
+  child = regions.replace_region(program, factor, move.apply(present[factor].body))
+  note = (f"in {factor}, {move.change[0].lower()}{move.change[1:].rstrip('.')} "
+          f"[move: {move.name}]")
+  return child, note
+
+
+def _crossover(program: str, others: Mapping[str, str], factors: Sequence[str],
+               rng: np.random.Generator) -> tuple[str, str] | None:
+  """The base with one factor region taken from another program shown, or ``None``."""
+  base = regions.parse_regions(program)
+  pairs = []
+  for pid, text in others.items():
+    try:
+      theirs = regions.parse_regions(text)
+    except regions.RegionError:
+      continue
+    pairs.extend((pid, f, theirs[f].body) for f in factors
+                 if f in base and f in theirs and theirs[f].body != base[f].body)
+  if not pairs:
+    return None
+  pid, factor, body = _pick(pairs, rng)
+  return (regions.replace_region(program, factor, body),
+          f"kept the base program and took the {factor} region from program {pid}")
+
+
 def answer_program(attrs: Mapping[str, str], text: str, rng: np.random.Generator) -> str:
-  """A whole-program rewrite of ``<program id=base>``: moves in one or several factors."""
+  """The edit the prompt's ``edit`` attribute asks for, applied to ``<program id=base>``.
+
+  ``one`` (default): one catalogue move in one factor; ``parameter``: one move that
+  changes a width, activation, initialiser or bias; ``explore``: one move whose result
+  equals none of the programs shown; ``crossover``: one factor region taken from one
+  of the ``others`` programs (one move when they do not differ from the base);
+  ``diff``: one move, answered as SEARCH/REPLACE blocks instead of a whole program.
+  """
   base = attrs.get("base", "")
   program = _named_section(text, "program", "id", base)
   if program is None:
     raise OfflineRequestError(f"the prompt has no <program id=\"{base}\"> section (the "
                               "<request base=...> program)")
   program += "\n"
+  edit = attrs.get("edit", "one") or "one"
+  if edit not in EDITS:
+    raise OfflineRequestError(f"unknown edit kind {edit!r} in <request>; expected one of "
+                              f"{list(EDITS)}")
   factors = [f.strip() for f in attrs.get("factors", "").split(",") if f.strip()]
-  present = regions.parse_regions(program)
-  options = {f: offline_moves.applicable(f, present[f].body) for f in factors if f in present}
-  usable = [f for f in factors if options.get(f)]
-  if not usable:
+  others = {}
+  for pid in (p.strip() for p in attrs.get("others", "").split(",")):
+    other = _named_section(text, "program", "id", pid) if pid and pid != base else None
+    if other is not None:
+      others[pid] = other + "\n"
+  made = None
+  if edit == "crossover":
+    made = _crossover(program, others, factors, rng)
+  elif edit == "parameter":
+    made = _one_move(program, factors, rng, only=_PARAMETER_MOVE)
+  elif edit == "explore":
+    made = _one_move(program, factors, rng, avoid=[program, *others.values()])
+  made = made or _one_move(program, factors, rng)
+  if made is None:
     return ("{No catalogue move applies to this program; it is returned unchanged.}\n\n"
             f"```python\n{program.rstrip()}\n```\n")
-  chosen = [f for f in usable if rng.random() < 0.5] or [_pick(usable, rng)]
-  notes = []
-  for factor in chosen:
-    move = _pick(options[factor], rng)
-    program = regions.replace_region(program, factor,
-                                     move.apply(regions.get_region(program, factor)))
-    notes.append(f"in {factor}, {move.change[0].lower()}{move.change[1:].rstrip('.')} "
-                 f"[move: {move.name}]")
-  thought = "{" + "; ".join(notes) + ".}"
-  return f"{thought}\n\n```python\n{program.rstrip()}\n```\n"
+  child, note = made
+  thought = "{" + note + ".}"
+  if edit == "diff":
+    from spark_clrs.proposers import diffs  # pylint: disable=g-import-not-at-top
+
+    return f"{thought}\n\n{diffs.render(program, child)}\n"
+  return f"{thought}\n\n```python\n{child.rstrip()}\n```\n"
 
 
 _ROLES = {"router": answer_router, "refiner": answer_refiner, "rewriter": answer_rewriter,

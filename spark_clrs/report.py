@@ -11,7 +11,10 @@ and setting, and writes:
 * ``<prefix>_best_so_far.png``: best fitness against evaluations, one band
   (mean ± std, or min-max) per strategy;
 * ``<prefix>_scopes.png``: which scope every proposal chose, over time;
-* ``<prefix>_rates.png``: cumulative valid and entanglement rates per strategy.
+* ``<prefix>_rates.png``: cumulative valid and entanglement rates per strategy;
+* ``index.html``: the same as one self-contained page (viewer.py): for one run its
+  candidates, diffs, LLM calls and lineage; for several runs one band per strategy
+  and the tables, each run linked to its own page.
 
 compare.py writes its table with the same functions, so a comparison and a
 report of the same runs always agree. Per-run numbers are the runs' own
@@ -20,6 +23,7 @@ report of the same runs always agree. Per-run numbers are the runs' own
 
 from __future__ import annotations
 
+from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import dataclasses
 import io
 import os
@@ -29,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spark_clrs import config as config_lib
-from spark_clrs import tables
+from spark_clrs import tables, viewer
 from spark_clrs.archive_db import PENDING_STATUSES, Candidate
 from spark_clrs.rundir import RunDir, write_atomic
 
@@ -301,6 +305,12 @@ class Report:
   def of(cls, runs: Sequence[RunData], order: Sequence[str] = ()) -> Report:
     return cls(runs=tuple(runs), groups=tuple(group_runs(runs, order)))
 
+  @property
+  def proposer_note(self) -> str | None:
+    """The rule-based-proposer header (tables.proposer_note) of these runs, if any."""
+    return tables.proposer_note([r.info.get("llm_model") for r in self.runs],
+                                [r.strategy for r in self.runs])
+
   def run_row(self, r: RunData) -> dict[str, Any]:
     s = r.summary
     return {"run_dir": str(r.root), "strategy": r.strategy, "seed": r.seed,
@@ -348,6 +358,8 @@ class Report:
       base: run directories are shown relative to this directory (the file's).
     """
     lines = [f"# {title}", ""]
+    if self.proposer_note:  # Rule-based runs say so before any number (issue 12).
+      lines += [f"> **{self.proposer_note}**", ""]
     n_groups = len(self.groups)
     lines.append(f"{len(self.runs)} run(s) in {n_groups} group(s); values are mean ± std "
                  "over each group's runs (seeds).")
@@ -430,7 +442,9 @@ def _figure(width: float, height: float) -> Any:
   return fig
 
 
-def _save(fig: Any, path: pathlib.Path) -> pathlib.Path:
+def _save(fig: Any, path: pathlib.Path, note: str | None = None) -> pathlib.Path:
+  if note:  # The rule-based-proposer header, above every panel.
+    fig.suptitle(note, fontsize="small", color="darkred", wrap=True)
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
@@ -472,7 +486,7 @@ def plot_best_so_far(report: Report, path: pathlib.Path, band_kind: str = "std",
   ax.grid(alpha=0.3)
   if report.groups:
     ax.legend(loc="lower right", fontsize="small")
-  return _save(fig, path)
+  return _save(fig, path, report.proposer_note)
 
 
 def plot_rates(report: Report, path: pathlib.Path, band_kind: str = "std") -> pathlib.Path:
@@ -491,7 +505,7 @@ def plot_rates(report: Report, path: pathlib.Path, band_kind: str = "std") -> pa
     ax.grid(alpha=0.3)
   if report.groups:
     axes[0].legend(loc="lower right", fontsize="small")
-  return _save(fig, path)
+  return _save(fig, path, report.proposer_note)
 
 
 def plot_scopes(report: Report, path: pathlib.Path) -> pathlib.Path:
@@ -536,7 +550,7 @@ def plot_scopes(report: Report, path: pathlib.Path) -> pathlib.Path:
                  for s in scopes]
       axes[0].legend(handles=handles, title="scope", fontsize="small", loc="upper left",
                      bbox_to_anchor=(1.0, 1.0))
-  return _save(fig, path)
+  return _save(fig, path, report.proposer_note)
 
 
 # ---------------------------------------------------------------------------------- output
@@ -551,12 +565,14 @@ class ReportFiles:
   best_so_far: pathlib.Path
   scopes: pathlib.Path
   rates: pathlib.Path
+  html: pathlib.Path | None = None
 
 
 def write(report: Report, output: str | pathlib.Path, *, prefix: str = "report",
           title: str = "spark_clrs report", band_kind: str = "std",
-          extra: dict[str, Any] | None = None, overwrite: bool = False) -> ReportFiles:
-  """Writes ``<prefix>.md``, ``<prefix>.json`` and the three PNG plots into ``output``.
+          extra: dict[str, Any] | None = None, overwrite: bool = False,
+          html: bool = True) -> ReportFiles:
+  """Writes ``<prefix>.md``, ``<prefix>.json``, the three PNG plots and ``index.html``.
 
   A report of the same runs is refreshed in place; a ``<prefix>.json`` describing other
   runs is never replaced unless ``overwrite``.
@@ -569,6 +585,8 @@ def write(report: Report, output: str | pathlib.Path, *, prefix: str = "report",
     band_kind: ``std`` (mean ± std) or ``minmax`` bands.
     extra: more JSON fields (e.g. the compare settings), stored under their own keys.
     overwrite: replace a report of other runs.
+    html: also write ``index.html``: the run's own page when ``output`` is the results
+      directory of the only run, else the comparison page over all runs.
 
   Raises:
     ReportError: bad band kind, or ``output`` holds a report of other runs.
@@ -580,7 +598,8 @@ def write(report: Report, output: str | pathlib.Path, *, prefix: str = "report",
     raise ReportError(f"--output={out} is a file; choose a directory")
   files = ReportFiles(markdown=out / f"{prefix}.md", json=out / f"{prefix}.json",
                       best_so_far=out / f"{prefix}_best_so_far.png",
-                      scopes=out / f"{prefix}_scopes.png", rates=out / f"{prefix}_rates.png")
+                      scopes=out / f"{prefix}_scopes.png", rates=out / f"{prefix}_rates.png",
+                      html=out / viewer.PAGE_NAME if html else None)
   data = report.to_json()
   runs = sorted(row["run_dir"] for row in data["runs"])
   if files.json.is_file() and not overwrite:
@@ -604,7 +623,18 @@ def write(report: Report, output: str | pathlib.Path, *, prefix: str = "report",
   captions = {"best so far": files.best_so_far.name, "scope choices": files.scopes.name,
               "valid and entanglement rates": files.rates.name}
   tables.write_text(files.markdown, report.markdown(title, captions, base=out.resolve()))
+  if files.html is not None:
+    _write_page(report, files.html, title, band_kind)
   return files
+
+
+def _write_page(report: Report, path: pathlib.Path, title: str, band_kind: str) -> None:
+  """One run's own page when ``path`` is its ``results/index.html``, else the compare page."""
+  if len(report.runs) == 1 and path.resolve() == viewer.page_path(report.runs[0].root).resolve():
+    viewer.write_run_page(report.runs[0].root)
+  else:
+    viewer.write_compare_page(report, path.parent, title=title, band_kind=band_kind,
+                              name=path.name)
 
 
 def default_output(paths: Sequence[str | pathlib.Path]) -> pathlib.Path:
@@ -629,6 +659,7 @@ def main(argv: list[str]) -> int:
   """absl entry point."""
   from absl import flags
 
+  quiet.apply_flag()
   if len(argv) < 2:
     print("error: no run directories; usage: python -m spark_clrs.report RUN [RUN ...] "
           "[--output DIR]", file=sys.stderr)
@@ -640,14 +671,16 @@ def main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for path in dataclasses.astuple(files):
-    print(path)
+    if path is not None:
+      print(path)
   return 0
 
 
 def define_flags() -> None:
   from absl import flags
 
-  flags.DEFINE_string("output", "", "Directory for report.md, report.json and the PNG plots; "
+  flags.DEFINE_string("output", "", "Directory for report.md, report.json, the PNG plots and "
+                      "index.html (the HTML viewer); "
                       "default RUN/results for one run, <common parent>/report for several.")
   flags.DEFINE_enum("band", "std", BANDS, "Band of the seed-pooled curves: mean ± std, or "
                     "min-max.")
@@ -658,6 +691,7 @@ def run_cli() -> None:
   from absl import app
 
   define_flags()
+  quiet.define_flag()
   app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -21,6 +21,7 @@ a `SearchResult` read back from the archive.
 
 from __future__ import annotations
 
+from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import dataclasses
 import json
 import pathlib
@@ -168,6 +169,7 @@ def main(argv: list[str]) -> int:
 
   from spark_clrs.controller import Controller, SearchError
 
+  quiet.apply_flag()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag "
                          "(see --helpfull)")
@@ -197,6 +199,7 @@ def run_cli() -> None:
 
   config_lib.define_flags()
   flags.adopt_module_key_flags(config_lib)  # --help lists the search flags.
+  quiet.define_flag()
   app.run(main)
 
 

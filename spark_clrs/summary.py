@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from spark_clrs import noise
 from spark_clrs.archive_db import PENDING_STATUSES, Candidate
 
 FITNESS = "ood_val_acc"
@@ -66,22 +67,52 @@ def history_rows(candidates: Sequence[Candidate]) -> list[dict[str, Any]]:
   return rows
 
 
+def llm_spend(calls: Sequence[dict[str, Any]]) -> tuple[int, float]:
+  """``(tokens, cost_usd)`` the run's calls really spent.
+
+  Cached calls sent nothing (their request was paid for when it was first made, and
+  recorded then), and the offline provider's counts are estimates, so both are left out.
+  This is what ``--max_llm_tokens`` and ``--max_cost_usd`` are checked against.
+  """
+  real = [r for r in calls if not r.get("cached") and not r.get("estimated")]
+  tokens = sum(int(r.get("prompt_tokens") or 0) + int(r.get("completion_tokens") or 0)
+               for r in real)
+  return tokens, sum(float(r.get("cost") or 0.0) for r in real)
+
+
 def llm_totals(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """Token, cost and call counts, overall and per role."""
+  """Token, cost and call counts, overall, per role and per model.
+
+  ``prompt_tokens`` / ``completion_tokens`` / ``total_tokens`` / ``cost_usd`` count what
+  providers reported for requests actually sent (see :func:`llm_spend`);
+  ``estimated_tokens`` are the offline provider's length/4 estimates, never added to them.
+  ``failed_attempt_calls`` were made for a proposal attempt that a provider failure ended
+  (asked again on resume).
+  """
   def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    prompt = sum(int(r.get("prompt_tokens") or 0) for r in rows)
-    completion = sum(int(r.get("completion_tokens") or 0) for r in rows)
+    real = [r for r in rows if not r.get("cached") and not r.get("estimated")]
+    estimated = [r for r in rows if not r.get("cached") and r.get("estimated")]
+    prompt = sum(int(r.get("prompt_tokens") or 0) for r in real)
+    completion = sum(int(r.get("completion_tokens") or 0) for r in real)
     return {"calls": len(rows), "cached_calls": sum(bool(r.get("cached")) for r in rows),
             "failed_calls": sum(bool(r.get("error")) for r in rows),
+            "failed_attempt_calls": sum("candidate_id" in r and r["candidate_id"] is None
+                                        for r in rows),
             "prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "cost_usd": sum(float(r.get("cost") or 0.0) for r in rows),
-            # Calls LiteLLM could price (local servers and spark/offline have no price).
+            "estimated_calls": len(estimated),
+            "estimated_tokens": sum(int(r.get("prompt_tokens") or 0)
+                                    + int(r.get("completion_tokens") or 0) for r in estimated),
+            "cost_usd": sum(float(r.get("cost") or 0.0) for r in real),
+            # Calls with a price (LiteLLM's table or --llm_price_per_mtok).
             "priced_calls": sum(r.get("cost") is not None for r in rows)}
   by_role = collections.defaultdict(list)
+  by_model = collections.defaultdict(list)
   for r in calls:
     by_role[r.get("role", "")].append(r)
-  return {**totals(calls), "by_role": {k: totals(v) for k, v in sorted(by_role.items())}}
+    by_model[r.get("model") or ""].append(r)
+  return {**totals(calls), "by_role": {k: totals(v) for k, v in sorted(by_role.items())},
+          "by_model": {k: totals(v) for k, v in sorted(by_model.items())}}
 
 
 def summarize(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
@@ -117,6 +148,12 @@ def summarize(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
       **run_info,
       "best_program_id": None if best is None else best.id,
       "best_ood_val_acc": metric(best, FITNESS),
+      # The fitness as a person should read it: std over training seeds, 95% CI over
+      # evaluation graphs (spark_clrs.noise).
+      "best_ood_val_acc_noise": noise.of(None if best is None else best.metrics).to_json(),
+      "best_ood_acc_noise": noise.of(None if best is None else best.metrics,
+                                     TEST).to_json(),
+      "seed_ood_val_acc_noise": noise.of(None if seed is None else seed.metrics).to_json(),
       "best_ood_acc": metric(best, TEST),
       "best_val_acc": metric(best, "val_acc"),
       "best_param_count": metric(best, "param_count"),
@@ -129,12 +166,21 @@ def summarize(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
                                 if best is not None and seed is not None and seed.can_be_parent
                                 else None),
       "proposals": len(proposals),
+      # Trainings spent (seed included); duplicates reuse a twin's metrics for free.
+      "evaluations": sum(c.status in ("evaluated", "failed") and c.stage != "duplicate"
+                         for c in finished),
+      "duplicates": sum(c.stage == "duplicate" for c in proposals),
+      "unchanged": sum(c.stage == "unchanged" for c in proposals),
       "pending": len(candidates) - len(finished),
       "valid_proposals": len(valid),
       "valid_rate": len(valid) / len(proposals) if proposals else None,
       "entangled_proposals": len(entangled),
       "entanglement_rate": len(entangled) / len(proposals) if proposals else None,
       "router_fallbacks": sum(c.decision.get("scope_source") == "fallback" for c in proposals),
+      # Who answered each proposal's LLM calls: ``llm``, ``offline`` (spark/offline), both
+      # (``mixed``) or nobody (``none``, e.g. the mutation strategy).
+      "answered_by": dict(collections.Counter(c.decision.get("answered_by", "none")
+                                              for c in proposals)),
       "status_counts": dict(collections.Counter(c.status for c in candidates)),
       "rejection_stages": dict(collections.Counter(
           c.stage for c in finished if c.status in ("rejected", "failed"))),

@@ -20,6 +20,7 @@ accuracy (mean ± std over seeds) and processor MACs of both programs.
 
 from __future__ import annotations
 
+from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -482,6 +483,7 @@ def main(argv: list[str]) -> int:
   """absl entry point."""
   from absl import flags
 
+  quiet.apply_flag()
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}; every setting is a --flag", file=sys.stderr)
     return 2
@@ -519,6 +521,7 @@ def run_cli() -> None:
   from absl import app
 
   define_flags()
+  quiet.define_flag()
   app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -26,6 +26,7 @@ class Reply:
   finish_reason: str = "stop"
   prompt_tokens: int | None = None
   completion_tokens: int | None = None
+  reasoning_content: str | None = None  # Sent as the message's ``reasoning_content`` field.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,9 @@ def _completion_body(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
   prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else max(1, prompt_chars // 4)
   completion_tokens = (reply.completion_tokens if reply.completion_tokens is not None
                        else max(1, len(reply.content) // 4))
+  message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+  if reply.reasoning_content is not None:
+    message["reasoning_content"] = reply.reasoning_content
   return {
       "id": "chatcmpl-scripted",
       "object": "chat.completion",
@@ -68,7 +72,7 @@ def _completion_body(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
       "model": request.get("model", "scripted"),
       "choices": [{
           "index": 0,
-          "message": {"role": "assistant", "content": reply.content},
+          "message": message,
           "finish_reason": reply.finish_reason,
       }],
       "usage": {

@@ -1,4 +1,9 @@
-"""Archive tests: sampling ratios, infeasible never sampled, MAP-Elites, migration, reopening."""
+"""Archive tests: sampling ratios, infeasible never sampled, MAP-Elites, migration, reopening.
+
+EngineOptionsTest checks each strategy's engine (FunSearch's clusters, EoH's rank and
+population, OpenEvolve's island-local elites and two-way migration) on a real SQLite
+archive.
+"""
 
 import collections
 import pathlib
@@ -9,6 +14,7 @@ import numpy as np
 from absl.testing import absltest
 
 from spark_clrs import archive as archive_lib
+from spark_clrs.proposers import options as engine_options
 
 SEED_FEATURES = {"macs": 1000.0, "param_count": 100.0}
 
@@ -17,12 +23,17 @@ def _archive(tmp, **settings) -> archive_lib.Archive:
   return archive_lib.Archive(tmp / "archive.sqlite", archive_lib.ArchiveSettings(**settings))
 
 
-def _add(archive, cid, parent, fitness, features=None, island=0, status="ok"):
+def _add(archive, cid, parent, fitness, features=None, island=0, status="ok", code=None,
+         per_seed=None):
   archive.record_proposal(cid, parent_id=parent, island=island, strategy="spark",
-                          scope=("ACTION",), directive="d", decision={}, code=f"# {cid}\n")
+                          scope=("ACTION",), directive="d", decision={},
+                          code=code or f"# {cid}\n")
   features = features or SEED_FEATURES
   if status == "ok":
-    return archive.record_result(cid, {"ood_val_acc": fitness}, fitness, features)
+    metrics = {"ood_val_acc": fitness}
+    if per_seed is not None:
+      metrics["ood_val_acc_per_seed"] = per_seed
+    return archive.record_result(cid, metrics, fitness, features)
   if status == "rejected":
     archive.record_rejection(cid, "shape", "nxt_hidden is [2,3], expected [2,3,4]")
   else:
@@ -176,6 +187,123 @@ class ArchiveTest(absltest.TestCase):
     self.assertEqual([r.id for r in rows], [1, 2, 3])
     self.assertEqual(rows[1].stage, "shape")
     self.assertEqual([r.id for r in a.lineage(3, limit=2)], [2, 3])
+
+
+
+class EngineOptionsTest(absltest.TestCase):
+  """What a strategy's EngineOptions change, on a real archive."""
+
+  def setUp(self):
+    super().setUp()
+    tmp = tempfile.TemporaryDirectory()
+    self.addCleanup(tmp.cleanup)
+    self.tmp = pathlib.Path(tmp.name)
+
+  def _two_islands(self, options, **settings):
+    a = _archive(self.tmp, num_islands=2, **settings)
+    a.configure(options)
+    _add(a, 0, None, 0.1, island=None)
+    for cid in range(1, 9):  # Island 0 holds the weak programs, island 1 the strong ones.
+      _add(a, cid, 0, (0.2 if cid % 2 == 0 else 0.9) + 0.001 * cid, island=cid % 2)
+    return a
+
+  def test_default_engine_exploits_global_elites(self):
+    a = self._two_islands(None)
+    rng = np.random.default_rng(0)
+    drawn = [a.sample_parent(0, rng).parent for _ in range(300)]
+    foreign = sum(c.island == 1 for c in drawn)
+    self.assertGreater(foreign, 50)  # The issue's leak: island 0 breeds island 1's programs.
+
+  def test_island_sampler_stays_on_the_island(self):
+    a = self._two_islands(engine_options.EngineOptions(sampler="island"))
+    rng = np.random.default_rng(0)
+    drawn = [a.sample_parent(0, rng) for _ in range(300)]
+    self.assertTrue(all(s.parent.id in {0, 2, 4, 6, 8} for s in drawn))
+    self.assertEqual({s.method for s in drawn}, {"elite", "exploitation", "exploration"})
+
+  def test_funsearch_clusters_island_local_by_score_short_programs_first(self):
+    a = _archive(self.tmp, num_islands=2)
+    a.configure(engine_options.EngineOptions(sampler="clusters", companions=1,
+                                             migration="none"))
+    _add(a, 0, None, 0.1, island=None, code="x = 0\n")
+    # Island 0: one cluster of three programs with equal scores (lengths 10, 20 and 400
+    # characters) and one weak program; island 1: a much better program.
+    for cid, length in ((1, 10), (3, 20), (5, 400)):
+      _add(a, cid, 0, 0.5, island=0, code="y" * (length - 1) + "\n", per_seed=[0.5])
+    _add(a, 7, 0, 0.45, island=0)
+    _add(a, 2, 0, 0.99, island=1)
+    rng = np.random.default_rng(0)
+    picks = collections.Counter()
+    for _ in range(400):
+      s = a.sample_parent(0, rng)
+      shown = [s.parent, *s.companions]
+      self.assertEqual(s.method, "cluster")
+      self.assertLen(shown, 2)
+      self.assertTrue(all(c.island in (None, 0) for c in shown))  # Never island 1's.
+      self.assertEqual(s.parent.fitness, max(c.fitness for c in shown))  # Best = parent.
+      self.assertLen({archive_lib.score_signature(c) for c in shown}, 2)  # Two clusters.
+      picks.update(c.id for c in shown if c.fitness == 0.5)
+    self.assertGreater(picks[1], picks[5])  # Shorter programs favoured in the cluster.
+    self.assertGreater(picks[3], picks[5])
+    self.assertEqual(a.migrate(10), [])  # FunSearch never migrates.
+    self.assertNotIn(2, [c.id for c in a.island_members(0)])
+
+  def test_cluster_temperature_schedule_prefers_high_scores(self):
+    a = _archive(self.tmp, num_islands=1)
+    a.configure(engine_options.EngineOptions(sampler="clusters"))
+    _add(a, 0, None, 0.1, island=None)
+    _add(a, 1, 0, 0.5, island=0)
+    rng = np.random.default_rng(1)
+    counts = collections.Counter(a.sample_parent(0, rng).parent.id for _ in range(400))
+    # softmax((0.1, 0.5) / T) with T = 0.1 * (1 - 2/30000): p(0.5) = 1/(1 + e^-4) = 0.98.
+    self.assertGreater(counts[1], 370)
+    self.assertGreater(counts[0], 0)
+
+  def test_eoh_rank_selection_and_fixed_population(self):
+    a = _archive(self.tmp, num_islands=1, population_size=100)
+    a.configure(engine_options.EngineOptions(sampler="rank", companions=1, population=4))
+    _add(a, 0, None, 0.1, island=None, features={"macs": 1.0, "param_count": 1.0})
+    for cid in range(1, 7):  # Distinct cells: without the rule all would be kept.
+      _add(a, cid, 0, 0.1 * cid, island=0,
+           features={"macs": 2.0 ** (3 * cid), "param_count": 1.0})
+    members = sorted(c.id for c in a.island_members(0))
+    self.assertEqual(members, [3, 4, 5, 6])  # The four fittest, cell holders or not.
+    rng = np.random.default_rng(0)
+    counts = collections.Counter()
+    for _ in range(2000):
+      s = a.sample_parent(0, rng)
+      self.assertEqual(s.method, "rank")
+      counts[s.parent.id] += 1
+      self.assertTrue(all(c.id != s.parent.id for c in s.companions))
+    # p(rank r) = (1/(r+5)) / sum: 0.298, 0.248, 0.213, 0.186 for ranks 0..3.
+    for cid, p in ((6, 0.298), (5, 0.248), (4, 0.213), (3, 0.186)):
+      self.assertAlmostEqual(counts[cid] / 2000, p, delta=0.035)
+
+  def test_migration_to_both_neighbours(self):
+    a = _archive(self.tmp, num_islands=3, migration_rate=0.01)
+    a.configure(engine_options.EngineOptions(sampler="island", migration="both"))
+    _add(a, 0, None, 0.1, island=None)
+    _add(a, 1, 0, 0.9, island=1)
+    moves = a.migrate(10)
+    self.assertIn((1, 2, 1), moves)
+    self.assertIn((1, 0, 1), moves)
+    for island in range(3):
+      self.assertIn(1, [c.id for c in a.island_members(island)])
+
+  def test_duplicates_reuse_metrics_and_are_never_parents(self):
+    a = _archive(self.tmp, num_islands=1)
+    _add(a, 0, None, 0.1, island=None)
+    original = _add(a, 1, 0, 0.6, island=0)
+    a.record_proposal(2, parent_id=0, island=0, strategy="spark", scope=("ACTION",),
+                      directive="d", decision={}, code="# 1\n")
+    a.record_duplicate(2, original)
+    twin = a.get(2)
+    self.assertEqual((twin.status, twin.stage, twin.fitness), ("evaluated", "duplicate", 0.6))
+    self.assertEqual(twin.metrics["duplicate_of"], 1)
+    self.assertEqual(twin.metrics["train_seconds"], 0.0)
+    self.assertNotIn(2, [c.id for c in a.parents()])
+    self.assertNotIn(2, [c.id for c in a.island_members(0)])
+    self.assertEqual(a.best().id, 1)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,21 @@
 The corpus under ``tests/data/candidates/`` (see its ``corpus.py``) holds broken programs
 for every stage and valid edits of each factor; every broken one must be rejected at its
 expected stage and every valid one must pass. The sandboxed stages of the whole corpus
-run in one warm check worker (JAX imported once, one forked child per candidate).
+run through pre-started single-use jailed check workers (one per candidate).
 """
 
 import collections
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
+import haiku as hk
+import jax.numpy as jnp
+import numpy as np
+import pytest
 from absl.testing import absltest
 
 import processors
@@ -112,6 +117,112 @@ class VerdictTest(absltest.TestCase):
                      "after 5 s)")
 
 
+class WideLinear(hk.Module):
+  """A trusted 1-hidden-layer processor of 2H x 8H weights (for forged-verdict tests)."""
+
+  def __init__(self, out_size: int):
+    super().__init__(name="wide_clrs_processor")
+    self.out_size = out_size
+
+  def __call__(self, node_fts, edge_fts, graph_fts, adj_mat, hidden, **unused):
+    z = hk.Linear(8 * self.out_size)(jnp.concatenate([node_fts, hidden], axis=-1))
+    return hk.Linear(self.out_size)(z), None
+
+
+class TrustedBudgetTest(absltest.TestCase):
+  """The budget numbers come from the exported files, never from the child's word."""
+
+  def forged_result(self, **fields):
+    value = {"feasible": True, "stage": "ok", "reason": "", "param_count": 1, "macs": 1,
+             **fields}
+    return sandbox.ChildResult(status="ok", value=value, reason="", wall_seconds=0.0,
+                               peak_rss_mb=0.0, stderr_tail="")
+
+  def test_a_forged_feasible_verdict_gets_the_real_numbers(self):
+    workdir = pathlib.Path(self.create_tempdir().full_path)
+    h = 16
+    params, serialized = macs.export_processor(WideLinear, hidden=h)
+    with open(workdir / checks.PARAMS_FILE, "wb") as f:
+      np.savez(f, **params)
+    (workdir / checks.EXPORT_FILE).write_bytes(serialized)
+    real = macs.cost_from_export(serialized, params)
+    self.assertEqual(real.param_count, 2 * h * 8 * h + 8 * h + 8 * h * h + h)
+    config = checks.CheckConfig()
+    verdict = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(100, 100),
+                                        workdir=workdir, hidden=h, config=config)
+    self.assertEqual((verdict.feasible, verdict.stage), (False, "budget"))
+    self.assertEqual((verdict.param_count, verdict.macs), (real.param_count, real.macs))
+    ok = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(10**9, 10**9),
+                                   workdir=workdir, hidden=h, config=config)
+    self.assertEqual((ok.feasible, ok.param_count, ok.macs), (True, real.param_count,
+                                                              real.macs))
+    # The export must be for the configured width.
+    wrong = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(10**9, 10**9),
+                                      workdir=workdir, hidden=2 * h, config=config)
+    self.assertEqual(wrong.stage, "budget")
+    self.assertIn("could not be costed", wrong.reason)
+
+  def test_missing_or_forged_files_are_a_budget_rejection(self):
+    workdir = pathlib.Path(self.create_tempdir().full_path)
+    verdict = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(10, 10),
+                                        workdir=workdir)
+    self.assertEqual((verdict.feasible, verdict.stage), (False, "budget"))
+    self.assertIn("could not be costed", verdict.reason)
+    (workdir / checks.PARAMS_FILE).write_bytes(b"not a zip: secret line\n")
+    (workdir / checks.EXPORT_FILE).write_bytes(b"secret line\n")
+    verdict = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(10, 10),
+                                        workdir=workdir)
+    self.assertEqual(verdict.stage, "budget")
+    self.assertNotIn("secret", verdict.reason)
+    # A symlink to a secret, or a FIFO that would block the parent, is not read.
+    secret = workdir / "secret.txt"
+    secret.write_text("secret line\n")
+    for name in (checks.PARAMS_FILE, checks.EXPORT_FILE):
+      (workdir / name).unlink()
+    (workdir / checks.EXPORT_FILE).symlink_to(secret)
+    os.mkfifo(workdir / checks.PARAMS_FILE)
+    verdict = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(10, 10),
+                                        workdir=workdir)
+    self.assertEqual(verdict.stage, "budget")
+    self.assertNotIn("secret", verdict.reason)
+    (workdir / checks.EXPORT_FILE).unlink()
+    (workdir / checks.EXPORT_FILE).write_bytes(b"x")
+    verdict = checks.verdict_from_child(self.forged_result(), budget=checks.Budget(10, 10),
+                                        workdir=workdir)  # Reaches the FIFO: must not block.
+    self.assertIn("not a regular file", verdict.reason)
+
+  def test_child_reasons_are_sanitised(self):
+    hostile = "shape: \x1b[31m" + "line\nwith\tcontrol\x00" * 500
+    verdict = checks.verdict_from_child(self.forged_result(feasible=False, stage="shape",
+                                                           reason=hostile))
+    self.assertEqual(verdict.stage, "shape")
+    self.assertLessEqual(len(verdict.reason), checks.MAX_REASON_CHARS)
+    self.assertTrue(verdict.reason.isprintable() and verdict.reason.isascii())
+    self.assertTrue(verdict.reason.startswith("shape: ") and "shape: shape" not in
+                    verdict.reason)
+    odd = checks.verdict_from_child(self.forged_result(feasible=False, stage="ok!"))
+    self.assertEqual((odd.feasible, odd.stage), (False, "interface"))
+
+  def test_exception_text_is_quoted_short(self):
+    class Hostile(Exception):
+      def __str__(self):
+        return "A" * 10_000
+
+    class Broken(Exception):
+      def __str__(self):
+        raise RuntimeError("no")
+
+    text = checks._describe(Hostile(), "candidate.py")  # noqa: SLF001
+    self.assertLessEqual(len(text), checks.MAX_QUOTE_CHARS + 20)
+    self.assertEqual(checks._describe(Broken(), "candidate.py"), "Broken")  # noqa: SLF001
+
+  def test_finite_sizes_include_the_ood_size(self):
+    self.assertEqual(checks.CheckConfig().finite_node_sizes(), (8, 64))
+    small = checks.CheckConfig(shape_sizes=(5, 11), finite_nodes=5)
+    self.assertEqual(small.finite_node_sizes(), (5, 11))
+    self.assertEqual(checks.CheckConfig(finite_sizes=(16, 4)).finite_node_sizes(), (4, 16))
+
+
 class CorpusTest(absltest.TestCase):
 
   @classmethod
@@ -132,12 +243,12 @@ class CorpusTest(absltest.TestCase):
         self.assertEqual(diff.changed, (case.factor,), case.name)
         self.assertFalse(diff.outside_changed, case.name)
 
-  def test_every_case_stops_at_its_expected_stage(self):
+  def _check_cases(self, cases) -> list[str]:
     budget = checks.default_budget()
     tmp = pathlib.Path(self.create_tempdir().full_path)
     mismatches = []
     with checks.make_worker(tmp / "worker") as worker:
-      for case in self.cases:
+      for case in cases:
         verdict = checks.run_checks(case.candidate, parent_text=case.parent, scope=case.scope,
                                     budget=budget, workdir=tmp / case.name,
                                     limits=CORPUS_LIMITS, worker=worker)
@@ -149,7 +260,27 @@ class CorpusTest(absltest.TestCase):
         if not ok:
           mismatches.append(f"{case.name} ({case.why}): expected {case.expect}, got "
                             f"{verdict.stage}: {verdict.reason}")
-    self.assertEqual(mismatches, [])
+    return mismatches
+
+  def test_sampled_cases_stop_at_their_expected_stage(self):
+    """Default suite: every case the parent rejects, and two per stage that needs the jail.
+
+    Each case that reaches the check child costs a fresh jailed interpreter (JAX import),
+    so the whole corpus runs in the slow suite (next test).
+    """
+    in_parent = {"parse", "scope", "policy"}
+    picked, per_stage = [], collections.Counter()
+    for case in self.cases:
+      key = (case.expect, case.factor if case.expect == "ok" else None)
+      if case.expect in in_parent or per_stage[key] < 2:
+        picked.append(case)
+        per_stage[key] += case.expect not in in_parent
+    self.assertEqual({c.expect for c in picked}, set(checks.STAGES) | {"ok"})
+    self.assertEqual(self._check_cases(picked), [])
+
+  @pytest.mark.slow
+  def test_every_case_stops_at_its_expected_stage(self):
+    self.assertEqual(self._check_cases(self.cases), [])
 
 
 class FreshChildTest(absltest.TestCase):

@@ -11,7 +11,7 @@ from unittest import mock
 
 from absl.testing import absltest
 
-from spark_clrs import archive_db, compare, config
+from spark_clrs import archive_db, compare, config, tables
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import tiny_compare  # noqa: E402
@@ -88,9 +88,34 @@ class CompareTest(absltest.TestCase):
       self.assertIn(f"{best['mean']:.4f} ± {best['std']:.4f}", markdown)
     self.assertIn("| spark | 0,1 |", markdown)
     self.assertIn("| mutation | 0,1 |", markdown)
-    # mutation makes no LLM calls; the offline SPARK roles do (tokens are counted).
-    tokens = {g["strategy"]: g["metrics"]["total_tokens"]["mean"] for g in data["groups"]}
+    # mutation makes no LLM calls; the offline SPARK roles do (their tokens are estimates).
+    rows = data["budget_and_noise"]
+    tokens = {r["strategy"]: r["tokens"] for r in rows}
     self.assertGreater(tokens["spark"], 0)
+    self.assertEqual(tokens["mutation"], 0)
+
+  def test_offline_header_and_the_budget_and_noise_table(self):
+    out = self.result.output
+    markdown = (out / "compare.md").read_text()
+    data = json.loads((out / "compare.json").read_text())
+    header = markdown.split("## Strategies")[0]
+    self.assertIn("rule-based", header)
+    self.assertIn("compare the search machinery, not the methods", header)
+    self.assertEqual(data["compare"]["proposer_note"], tables.OFFLINE_NOTE)
+    self.assertIn("budget 1 evaluations (proposals) per run", header)
+    self.assertIn("| strategy | seed | best OOD-val (± spread) |", header)
+    for row in data["budget_and_noise"]:
+      summary = json.loads((pathlib.Path(row["run_dir"]) / "results" / "summary.json")
+                           .read_text())
+      self.assertEqual(row["evaluations"], summary["evaluations"])
+      self.assertEqual(row["proposals"], 1)
+      self.assertLessEqual(row["evaluations"], 2)  # The seed and at most one child.
+      # The evaluator's bootstrap interval is shown with the fitness, and said to be one.
+      self.assertIn("95% CI over graphs", row["best_ood_val_acc_text"])
+      self.assertIn(row["best_ood_val_acc_text"], header)
+      self.assertEqual(summary["proposer_note"], tables.OFFLINE_NOTE)
+      # OOD-test was scored for the best (deferred for the others, --score_test=best).
+      self.assertIsNotNone(summary["best_ood_acc"])
 
   def test_resumed_compare_reruns_nothing(self):
     before = {c.run_dir: _snapshot(c.run_dir) for c in self.result.cells}
@@ -136,6 +161,32 @@ class CompareExtendTest(absltest.TestCase):
     data = json.loads((out / "compare.json").read_text())
     self.assertEqual(data["compare"]["iterations"], 2)
     self.assertEqual([g["proposals"] for g in data["groups"]], [4, 4])
+
+
+class CompareAllStrategiesTest(absltest.TestCase):
+
+  @absltest.skipUnless(os.environ.get("SPARK_CLRS_SLOW") == "1", "slow")
+  def test_every_strategy_on_quick_with_spread_and_budget_columns(self):
+    """Issue 12's done-when: all strategies on quick, fitness with spread, budget columns."""
+    out = pathlib.Path(self.create_tempdir().full_path) / "compare"
+    with mock.patch.dict(os.environ, tiny_compare.ENV):
+      result = compare.compare(config.STRATEGIES, [0], output=out, stream=io.StringIO(),
+                               **{**tiny_compare.TINY, "iterations": 2})
+    markdown = (out / "compare.md").read_text()
+    data = json.loads((out / "compare.json").read_text())
+    header = markdown.split("## Strategies")[0]
+    self.assertIn(tables.OFFLINE_NOTE, header)
+    for name in ("best OOD-val (± spread)", "evaluations (trainings)", "tokens", "cost (USD)"):
+      self.assertIn(name, header)
+    rows = {r["strategy"]: r for r in data["budget_and_noise"]}
+    self.assertEqual(sorted(rows), sorted(config.STRATEGIES))
+    for strategy, row in rows.items():
+      self.assertEqual(row["proposals"], 2, strategy)
+      self.assertIn("95% CI over graphs", row["best_ood_val_acc_text"], strategy)
+      self.assertIn(f"| {strategy} | 0 | {row['best_ood_val_acc_text']} |", header)
+    self.assertEqual(rows["mutation"]["llm_calls"], 0)
+    self.assertGreater(rows["spark"]["llm_calls"], rows["openevolve"]["llm_calls"])
+    self.assertLen(result.cells, len(config.STRATEGIES))
 
 
 class CompareErrorsTest(absltest.TestCase):

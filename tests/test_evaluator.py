@@ -4,16 +4,24 @@ End to end on the Triplet-GMPNN seed at a tiny override (3 steps, hidden 16, two
 seeds) through the real sandboxed child: one JSON object with every SPEC §4 metric, and
 a ``param_count`` equal to the BaselineModel built with CLRS's own triplet_gmpnn
 factory. Broken programs give one-line errors and a non-zero exit.
+
+Trusted scoring (slow suite): the jailed evaluation, scored in the parent from the
+child's predictions, gives exactly the numbers of the in-process evaluation (which
+scores CLRS's predictions on the full sets in memory), also with best-checkpoint
+selection and with OOD-test deferred to ``evaluate_test``; a program whose hidden state
+is NaN only at the OOD size fails with a ``nonfinite`` reason.
 """
 
 import json
 import math
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
+import unittest
 
 import clrs
 import jax
@@ -32,7 +40,11 @@ METRIC_KEYS = (
     "processor_param_count", "macs", "macs_nb_nodes", "compile_seconds", "train_seconds",
     "step_seconds", "eval_seconds", "init_seconds", "data_seconds", "total_seconds",
     "peak_rss_mb", "cpu_seconds", "eval_seconds_by_set", "final_loss_per_seed", "seeds",
-    "profile", "profile_config")
+    "profile", "profile_config", "ood_val_acc_ci", "ood_acc_ci", "val_acc_ci",
+    "ood_val_acc_ci_per_seed", "ood_acc_ci_per_seed", "val_acc_ci_per_seed", "macs_source")
+ACCURACY_FIELDS = tuple(f"{key}{suffix}" for key in evaluator.ACCURACY_KEYS
+                        for suffix in ("", "_std", "_per_seed", "_ci", "_ci_per_seed"))
+SLOW = os.environ.get("SPARK_CLRS_SLOW") == "1"
 
 
 def reference_param_count(profile: profiles.EvalProfile) -> int:
@@ -63,6 +75,9 @@ class EvaluatorTest(absltest.TestCase):
       self.assertBetween(metrics[key], 0.0, 1.0)
       self.assertLen(metrics[f"{key}_per_seed"], len(seeds))
       self.assertGreaterEqual(metrics[f"{key}_std"], 0.0)
+      self.assertBetween(metrics[f"{key}_ci"], 0.0, 0.5)
+      self.assertLen(metrics[f"{key}_ci_per_seed"], len(seeds))
+    self.assertIn(metrics["macs_source"], ("export", "jail_jaxpr", "in_process_jaxpr"))
     self.assertTrue(all(math.isfinite(x) for x in metrics["final_loss_per_seed"]))
     self.assertEqual(metrics["param_count"], reference_param_count(profile))
     cost = macs.processor_cost(processors.load("triplet_gmpnn"), hidden=profile.hidden)
@@ -143,6 +158,89 @@ class EvaluatorTest(absltest.TestCase):
     profile = profiles.get_profile("quick", train_steps=4, hidden=16, eval_every=2)
     metrics = evaluator.evaluate_program(str(SEED), profile, [0])
     self.check_metrics(metrics, profile, [0])
+
+  def test_evaluate_test_needs_saved_parameters(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      result = evaluator.evaluate_test(SEED, profiles.get_profile("quick", **TINY), [0, 1],
+                                       workdir=pathlib.Path(tmp))
+    self.assertEqual(result.status, "error")
+    self.assertRegex(result.reason, r"^error: no saved parameters for seed\(s\) \[0, 1\] .*"
+                     r"score_test=False")
+    self.assertIsNone(result.metrics)
+
+
+def _same_numbers(test: absltest.TestCase, got: dict, want: dict, keys) -> None:
+  for key in keys:
+    test.assertEqual(got[key], want[key], key)
+
+
+@pytest.mark.slow
+class TrustedScoringTest(absltest.TestCase):
+  """The jailed, parent-scored evaluation against the in-process one (same seeds)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    if not SLOW:
+      raise unittest.SkipTest("slow: set SPARK_CLRS_SLOW=1 to run")
+    cls.tmp = pathlib.Path(tempfile.mkdtemp(prefix="trusted_scoring_"))
+    cls.profile = profiles.get_profile("quick", **TINY)
+    cls.seeds = [0, 1]
+    cls.jailed = evaluator.evaluate(SEED, cls.profile, cls.seeds, workdir=cls.tmp / "full")
+    cls.deferred = evaluator.evaluate(SEED, cls.profile, cls.seeds, workdir=cls.tmp / "defer",
+                                      score_test=False)
+    cls.test_only = evaluator.evaluate_test(SEED, cls.profile, cls.seeds,
+                                            workdir=cls.tmp / "defer")
+    cls.in_process = evaluator.evaluate_program(str(SEED), cls.profile, cls.seeds)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_jailed_numbers_equal_in_process_numbers(self):
+    self.assertTrue(self.jailed.ok, self.jailed.reason)
+    _same_numbers(self, self.jailed.metrics, self.in_process,
+                  ACCURACY_FIELDS + ("param_count", "processor_param_count", "macs",
+                                     "macs_nb_nodes", "final_loss_per_seed"))
+    self.assertEqual(self.jailed.metrics["macs_source"], "export")
+
+  def test_deferred_test_scoring(self):
+    self.assertTrue(self.deferred.ok, self.deferred.reason)
+    self.assertIsNone(self.deferred.metrics["ood_acc"])
+    self.assertIsNone(self.deferred.metrics["ood_acc_ci"])
+    self.assertNotIn("test", self.deferred.metrics["eval_seconds_by_set"])
+    _same_numbers(self, self.deferred.metrics, self.in_process,
+                  [f for f in ACCURACY_FIELDS if not f.startswith("ood_acc")])
+    self.assertTrue(self.test_only.ok, self.test_only.reason)
+    _same_numbers(self, self.test_only.metrics, self.in_process,
+                  [f for f in ACCURACY_FIELDS if f.startswith("ood_acc")])
+    self.assertEqual(list(self.test_only.metrics["eval_seconds_by_set"]), ["test"])
+
+  def test_best_checkpoint_selection_without_val_labels_in_the_jail(self):
+    profile = profiles.get_profile("quick", train_steps=3, hidden=16, eval_every=1)
+    work = self.tmp / "select"
+    jailed = evaluator.evaluate(SEED, profile, [0], workdir=work)
+    in_process = evaluator.evaluate_program(str(SEED), profile, [0])
+    self.assertTrue(jailed.ok, jailed.reason)
+    _same_numbers(self, jailed.metrics, in_process, ACCURACY_FIELDS + ("param_count",))
+    (step,) = jailed.metrics["best_step_per_seed"]
+    self.assertEqual(sorted(os.listdir(work / "exchange" / "ckpt")),
+                     [f"seed0_step{step}.params.npz"])
+
+  def test_nan_hidden_state_at_the_ood_size_fails(self):
+    program = self.tmp / "nan_at_16.py"
+    program.write_text(SEED.read_text().replace(
+        "    # ===== END ACTION REGION =====",
+        "    nxt_hidden = nxt_hidden * (jnp.nan if n >= 16 else 1.0)\n"
+        "    # ===== END ACTION REGION =====", 1))
+    result = evaluator.evaluate(program, profiles.get_profile("quick", train_steps=1,
+                                                              hidden=16), [0],
+                                workdir=self.tmp / "nan")
+    self.assertEqual(result.status, "error")
+    self.assertRegex(result.reason, r"^error: nonfinite: the model's raw outputs are NaN "
+                     r"or infinite \(set\|seed: ood_val\|0, test\|0\)$")
+    self.assertNotIn("ood_val_acc", result.metrics)
 
 
 if __name__ == "__main__":

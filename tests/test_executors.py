@@ -75,8 +75,8 @@ class LocalExecutorTest(absltest.TestCase):
     lock = threading.Lock()
 
     def fake_evaluate(program_path, profile, seeds, *, workdir, limits, worker,
-                      visible_device, extra_env):
-      del program_path, profile, seeds, workdir, limits, worker, extra_env
+                      visible_device, extra_env, score_test=True):
+      del program_path, profile, seeds, workdir, limits, worker, extra_env, score_test
       with lock:
         self.assertNotIn(visible_device, active)  # Never two evaluations on one device.
         active.append(visible_device)

@@ -22,8 +22,9 @@ class LLMClientTest(absltest.TestCase):
 
   def client(self, server: ScriptedServer, cache: llm.ReplyCache | None = None,
              **overrides) -> llm.LLMClient:
-    config = llm.LLMConfig(model="openai/scripted", api_base=server.api_base,
-                           **{"timeout": 10.0, "retries": 2, "backoff_s": 1.0, **overrides})
+    config = llm.LLMConfig(api_base=server.api_base,
+                           **{"model": "openai/scripted", "timeout": 10.0, "retries": 2,
+                              "backoff_s": 1.0, **overrides})
     return llm.LLMClient(config, cache, sleep=self.sleeps.append)
 
   def cache(self) -> llm.ReplyCache:
@@ -60,15 +61,23 @@ class LLMClientTest(absltest.TestCase):
     self.assertGreaterEqual(self.sleeps[0], 7.0)
 
   def test_server_errors_exhaust_retries_with_exponential_backoff(self):
+    client = None
     with ScriptedServer([Status(503)] * 3) as server:
-      record = self.client(server).complete("refiner", MESSAGES)
+      client = self.client(server)
+      with self.assertRaises(llm.ProviderError) as caught:
+        client.complete("refiner", MESSAGES)
       self.assertEqual(server.hits, 3)
-    self.assertFalse(record.ok)
-    self.assertIsNone(record.reply)
-    self.assertEqual(record.attempts, 3)
-    self.assertRegex(record.error, r"^(ServiceUnavailable|InternalServer)Error: ")
+    error = caught.exception
+    self.assertEqual((error.kind, error.final, error.consecutive), ("server", False, 1))
+    self.assertIsNone(error.record.reply)
+    self.assertEqual(error.record.attempts, 3)
+    self.assertIn("server error 3 time(s)", str(error))
+    self.assertIn("down or overloaded", str(error))
+    self.assertNotIn("\n", str(error))
     self.assertLen(self.sleeps, 2)
     self.assertBetween(self.sleeps[1] / self.sleeps[0], 1.8, 2.2)
+    # The failed call is in the journal, so the controller can store it.
+    self.assertEqual([r.error_kind for r in client.take_calls()], ["server"])
 
   def test_timeout_then_success(self):
     with ScriptedServer([Delay(5.0, Reply("late")), Reply("ok")]) as server:
@@ -76,12 +85,12 @@ class LLMClientTest(absltest.TestCase):
       self.assertEqual(server.hits, 2)
     self.assertEqual((record.reply, record.attempts), ("ok", 2))
 
-  def test_timeout_every_time_gives_an_error_record(self):
+  def test_timeout_every_time_is_a_provider_failure(self):
     with ScriptedServer([Delay(5.0)] * 2) as server:
-      record = self.client(server, timeout=0.3, retries=1).complete("rewriter", MESSAGES)
-    self.assertFalse(record.ok)
-    self.assertIn("Timeout", record.error)
-    self.assertIn("--llm_timeout", record.error)
+      with self.assertRaises(llm.ProviderError) as caught:
+        self.client(server, timeout=0.3, retries=1).complete("rewriter", MESSAGES)
+    self.assertEqual(caught.exception.kind, "timeout")
+    self.assertIn("--llm_timeout", str(caught.exception))
 
   def test_malformed_body_is_retried(self):
     with ScriptedServer([Raw("this is not json"), Raw('{"choices": []}'), Reply("ok")]) as server:
@@ -89,21 +98,63 @@ class LLMClientTest(absltest.TestCase):
       self.assertEqual(server.hits, 3)
     self.assertEqual((record.reply, record.attempts), ("ok", 3))
 
-  def test_non_retryable_error_fails_at_once(self):
+  def test_bad_key_is_final_at_once_and_names_the_variable(self):
     with ScriptedServer([Status(401, "bad key")]) as server:
+      with self.assertRaises(llm.ProviderError) as caught:
+        self.client(server).complete("router", MESSAGES)
+      self.assertEqual(server.hits, 1)
+    error = caught.exception
+    self.assertEqual((error.kind, error.final, error.record.attempts), ("auth", True, 1))
+    self.assertIn("set OPENAI_API_KEY to a valid key", str(error))
+    self.assertEqual(self.sleeps, [])
+
+  def test_unknown_model_names_the_model_flag(self):
+    with ScriptedServer([Status(404, "The model `nope` does not exist")]) as server:
+      with self.assertRaises(llm.ProviderError) as caught:
+        self.client(server).complete("refiner", MESSAGES)
+    self.assertEqual((caught.exception.kind, caught.exception.final), ("not_found", True))
+    self.assertIn("--refiner_model / --llm_model", str(caught.exception))
+
+  def test_connection_refused_names_the_api_base(self):
+    client = llm.LLMClient(llm.LLMConfig(model="openai/x", api_base="http://127.0.0.1:9/v1",
+                                         retries=1, backoff_s=0.01, timeout=5.0),
+                           sleep=self.sleeps.append)
+    with self.assertRaises(llm.ProviderError) as caught:
+      client.complete("router", MESSAGES)
+    self.assertEqual(caught.exception.kind, "connection")
+    self.assertIn("cannot connect to http://127.0.0.1:9/v1", str(caught.exception))
+    self.assertIn("--llm_api_base", str(caught.exception))
+    self.assertEqual(caught.exception.record.attempts, 2)
+
+  def test_consecutive_failures_become_final_and_a_success_resets_them(self):
+    with ScriptedServer([Status(503), Reply("ok"), Status(503), Status(503)]) as server:
+      client = self.client(server, retries=0, max_consecutive_failures=2)
+      with self.assertRaises(llm.ProviderError) as first:
+        client.complete("router", MESSAGES)
+      self.assertTrue(client.complete("router", MESSAGES).ok)
+      with self.assertRaises(llm.ProviderError) as second:
+        client.complete("router", MESSAGES)
+      with self.assertRaises(llm.ProviderError) as third:
+        client.complete("router", MESSAGES)
+    self.assertEqual([e.exception.final for e in (first, second, third)], [False, False, True])
+    self.assertEqual(third.exception.consecutive, 2)
+
+  def test_context_length_error_is_a_failed_record_not_a_provider_failure(self):
+    with ScriptedServer([Status(400, "This model's maximum context length is 8192 tokens. "
+                                     "However, your messages resulted in 9000 tokens.")]) as server:
       record = self.client(server).complete("router", MESSAGES)
       self.assertEqual(server.hits, 1)
-    self.assertEqual(record.attempts, 1)
-    self.assertIn("AuthenticationError", record.error)
-    self.assertIn("API key", record.error)
-    self.assertEqual(self.sleeps, [])
+    self.assertFalse(record.ok)
+    self.assertEqual(record.error_kind, "context_window")
 
   def test_missing_key_sends_nothing(self):
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     with mock.patch.dict(os.environ, env, clear=True):
-      record = llm.LLMClient(llm.LLMConfig(model="openai/gpt-4o-mini")).complete("router", MESSAGES)
-    self.assertEqual(record.attempts, 0)
-    self.assertIn("OPENAI_API_KEY is not set", record.error)
+      with self.assertRaises(llm.ProviderError) as caught:
+        llm.LLMClient(llm.LLMConfig(model="openai/gpt-4o-mini")).complete("router", MESSAGES)
+    self.assertEqual((caught.exception.kind, caught.exception.final), ("auth", True))
+    self.assertEqual(caught.exception.record.attempts, 0)
+    self.assertIn("OPENAI_API_KEY is not set", str(caught.exception))
 
   def test_api_key_is_neither_recorded_nor_cached(self):
     secret = "sk-test-do-not-store-31337"
@@ -158,6 +209,94 @@ class LLMClientTest(absltest.TestCase):
                          ("max_tokens", 100), ("sample", 1), ("seed", 0),
                          ("messages", MESSAGES + [{"role": "user", "content": "more"}])):
       self.assertNotEqual(key, llm.request_key(**{**base, field: value}), field)
+
+  # ---- whole replies ------------------------------------------------------------------------
+
+  def test_reasoning_is_removed_in_every_form(self):
+    replies = [Reply("<think>draft {\"scope\": \"OPERATOR\"}</think>\nfinal"),
+               Reply("<thinking>a</thinking> final"),
+               Reply("the template opened the tag\n{\"scope\": \"OPERATOR\"}\n</think>\n\nfinal"),
+               Reply("final", reasoning_content="thought in a field"),
+               Reply("final <think>cut off while thinking")]
+    with ScriptedServer(replies) as server:
+      client = self.client(server)
+      records = [client.complete("router", [*MESSAGES, {"role": "user", "content": str(i)}])
+                 for i in range(len(replies))]
+    self.assertEqual([r.reply for r in records], ["final"] * len(replies))
+    for r in records:
+      self.assertTrue(r.reasoning)
+      self.assertNotIn("final", r.reasoning)
+
+  def test_reply_cut_by_the_length_limit_is_continued(self):
+    head, tail = "Here.\n```python\nx = 1\n", "```python\ny = 2\n```\n"
+    with ScriptedServer([Reply(head, finish_reason="length", completion_tokens=5),
+                         Reply(tail, completion_tokens=4)]) as server:
+      record = self.client(server, max_tokens=64).complete("rewriter", MESSAGES)
+      second = server.requests[1]
+    self.assertTrue(record.ok)
+    self.assertEqual(record.reply, "Here.\n```python\nx = 1\ny = 2\n```")  # Fence not reopened.
+    self.assertEqual((record.continuations, record.attempts, record.finish_reason),
+                     (1, 2, "stop"))
+    self.assertEqual(record.completion_tokens, 9)
+    self.assertEqual(second["messages"][-2], {"role": "assistant", "content": head})
+    self.assertIn("cut off by the length limit", second["messages"][-1]["content"])
+    self.assertEqual(second["max_tokens"], 64)
+
+  def test_reply_still_cut_after_the_continuations_keeps_finish_reason_length(self):
+    with ScriptedServer([Reply("a", finish_reason="length")] * 3) as server:
+      record = self.client(server, max_continuations=2).complete("rewriter", MESSAGES)
+      self.assertEqual(server.hits, 3)
+    self.assertEqual((record.reply, record.finish_reason, record.continuations),
+                     ("aaa", "length", 2))
+
+  def test_temperature_refused_once_is_never_sent_again(self):
+    def responder(request):
+      if "temperature" in request:
+        return Status(400, "Unsupported value: 'temperature' does not support 0.7 with this "
+                           "model. Only the default (1) value is supported.")
+      return Reply("ok")
+
+    with ScriptedServer(responder=responder) as server:
+      client = self.client(server)
+      with self.assertLogs("spark_clrs.llm", level="WARNING") as logs:
+        first = client.complete("router", MESSAGES)
+        second = client.complete("refiner", MESSAGES)
+      self.assertEqual(server.hits, 3)
+      self.assertNotIn("temperature", server.requests[2])
+    self.assertEqual((first.reply, second.reply), ("ok", "ok"))
+    self.assertEqual((first.attempts, first.temperature_sent, second.temperature_sent),
+                     (2, False, False))
+    self.assertLen([line for line in logs.output if "refuses the temperature" in line], 1)
+
+  def test_mixture_draws_are_seeded_recorded_and_replayed(self):
+    def run(seed):
+      with ScriptedServer(responder=lambda request: Reply(request["model"])) as server:
+        client = self.client(server, model=None, seed=seed,
+                             models="openai/alpha:0.7,openai/beta:0.3",
+                             role_models=(("router", "openai/gamma"),))
+        records = [client.complete("rewriter", [{"role": "user", "content": f"q{i}"}])
+                   for i in range(30)]
+        router = client.complete("router", MESSAGES)
+      self.assertEqual(router.model, "openai/gamma")
+      for r in records:  # The recorded model is the one that answered.
+        self.assertEqual(r.model, "openai/" + r.reply)
+      return [r.model for r in records]
+
+    first = run(0)
+    self.assertEqual(set(first), {"openai/alpha", "openai/beta"})
+    self.assertGreater(first.count("openai/alpha"), first.count("openai/beta"))
+    self.assertEqual(run(0), first)
+    self.assertNotEqual(run(1), first)
+
+  def test_price_per_mtok_prices_unpriced_models(self):
+    with ScriptedServer([Reply("ok", prompt_tokens=1000, completion_tokens=500)]) as server:
+      record = self.client(server, price_per_mtok=(2.0, 10.0)).complete("router", MESSAGES)
+    self.assertAlmostEqual(record.cost, (1000 * 2.0 + 500 * 10.0) / 1e6)
+
+  def test_offline_counts_are_estimates(self):
+    client = llm.LLMClient(llm.LLMConfig(model=""))
+    self.assertEqual(client.input_window("router"), None)
+    self.assertTrue(llm.LLMRecord("router", llm.OFFLINE_MODEL, [], "x").answered_by == "offline")
 
   def test_no_model_means_offline_and_the_log_says_so(self):
     with self.assertLogs("spark_clrs.llm", level="WARNING") as logs:

@@ -9,6 +9,7 @@ import clrs
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl.testing import absltest, parameterized
 
 import processors
@@ -129,6 +130,114 @@ class MacsTest(parameterized.TestCase):
       return net.apply(p, key, *xs)
 
     self.assertEqual(macs.xla_dot_macs(fn, params, *inputs), ours.macs)
+
+
+class CondBranches(hk.Module):
+  """A ``lax.cond`` between a wide and a narrow product: the dearer branch is counted."""
+
+  def __init__(self, out_size: int, name: str = "cond_clrs_processor"):
+    super().__init__(name=name)
+    self.out_size = out_size
+
+  def __call__(self, node_fts, edge_fts, graph_fts, adj_mat, hidden, **unused):
+    w = hk.get_parameter("w", (self.out_size, self.out_size), init=jnp.ones)
+    out = jax.lax.cond(hidden.sum() > 0, lambda h: (h @ w) @ w, lambda h: h @ w, hidden)
+    return out, None
+
+
+class HostCallback(hk.Module):
+
+  def __init__(self, out_size: int, name: str = "callback_clrs_processor"):
+    super().__init__(name=name)
+    self.out_size = out_size
+
+  def __call__(self, node_fts, edge_fts, graph_fts, adj_mat, hidden, **unused):
+    out = jax.pure_callback(lambda h: h, jax.ShapeDtypeStruct(hidden.shape, hidden.dtype),
+                            hidden)
+    return hk.Linear(self.out_size)(out), None
+
+
+class LapackCall(hk.Module):
+  """QR via LAPACK: a custom call that ``jax.export`` itself allows."""
+
+  def __init__(self, out_size: int, name: str = "qr_clrs_processor"):
+    super().__init__(name=name)
+    self.out_size = out_size
+
+  def __call__(self, node_fts, edge_fts, graph_fts, adj_mat, hidden, **unused):
+    q, _ = jnp.linalg.qr(hidden)
+    return hk.Linear(self.out_size)(q), None
+
+
+def abstract_params(factory, hidden, nb_nodes=16):
+  """Zero parameters of the right shapes (no XLA RNG compile)."""
+  net = macs.transform_processor(factory, hidden=hidden)
+  inputs = tuple(macs.processor_inputs(hidden=hidden, nb_nodes=nb_nodes).values())
+  shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), *inputs)
+  return jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+
+
+class ExportCostTest(parameterized.TestCase):
+  """``cost_from_export``: the trusted side's numbers, from the export's data alone."""
+
+  def test_triplet_gmpnn_reference_numbers(self):
+    factory = processors.load("triplet_gmpnn")
+    params, serialized = macs.export_processor(factory, hidden=128)  # A real init.
+    self.assertTrue(all(isinstance(v, np.ndarray) for v in params.values()))
+    cost = macs.cost_from_export(serialized, params, hidden=128, nb_nodes=16)
+    self.assertEqual(cost, macs.ProcessorCost(param_count=258_872, macs=16_630_784,
+                                              nb_nodes=16))
+    self.assertEqual(cost.macs, triplet_gmpnn_macs(16, 128))
+    self.assertEqual(cost, macs.processor_cost(factory, hidden=128))
+
+  @parameterized.parameters("triplet_gmpnn", "mpnn", "pgn")
+  def test_seed_equals_processor_cost(self, seed):
+    factory = processors.load(seed)
+    for n in (5, 16):
+      params, serialized = macs.export_processor(factory, hidden=H, nb_nodes=n,
+                                                 params=abstract_params(factory, H, n))
+      shapes = {k: (v.shape, v.dtype) for k, v in params.items()}  # Shapes suffice.
+      self.assertEqual(macs.cost_from_export(serialized, shapes),
+                       macs.processor_cost(factory, hidden=H, nb_nodes=n))
+
+  def test_one_linear_and_dearest_cond_branch(self):
+    n = 5
+    params, serialized = macs.export_processor(OneLinear, hidden=H, nb_nodes=n)
+    self.assertEqual(macs.cost_from_export(serialized, params).macs, n * 2 * H * H)
+    params, serialized = macs.export_processor(CondBranches, hidden=H, nb_nodes=n)
+    self.assertEqual(macs.cost_from_export(serialized, params).macs, 2 * n * H * H)
+
+  def test_parameters_must_match_the_export(self):
+    factory = processors.load("mpnn")
+    params, serialized = macs.export_processor(factory, hidden=H,
+                                               params=abstract_params(factory, H))
+    key = sorted(params)[0]
+    cases = {
+        "resized": {**params, key: np.zeros(params[key].shape + (2,), np.float32)},
+        "retyped": {**params, key: params[key].astype(np.float16)},
+        "missing": {k: v for k, v in params.items() if k != key},
+        "extra": {**params, "x_clrs_processor/extra/w": np.zeros((1,), np.float32)},
+    }
+    for what, claimed in cases.items():
+      with self.subTest(what):
+        with self.assertRaises(macs.ExportError):
+          macs.cost_from_export(serialized, claimed)
+    with self.assertRaisesRegex(macs.ExportError, "not H=32, N=16"):
+      macs.cost_from_export(serialized, params, hidden=32, nb_nodes=16)
+
+  def test_refuses_callbacks_loops_and_garbage(self):
+    with self.assertRaisesRegex(NotImplementedError, "host_callbacks"):
+      macs.export_processor(HostCallback, hidden=H, nb_nodes=4)  # jax refuses to export it.
+    params, serialized = macs.export_processor(LapackCall, hidden=H, nb_nodes=4)
+    with self.assertRaisesRegex(macs.ExportError, "custom call"):
+      macs.cost_from_export(serialized, params)
+    params, serialized = macs.export_processor(WhileLoop, hidden=H, nb_nodes=4)
+    with self.assertRaisesRegex(macs.ExportError, "while loop"):
+      macs.cost_from_export(serialized, params)
+    with self.assertRaisesRegex(macs.ExportError, "does not deserialize"):
+      macs.cost_from_export(b"secret file content\n" * 10, params)
+    with self.assertRaisesRegex(macs.ExportError, "over the"):
+      macs.cost_from_export(b"\0" * (macs.MAX_EXPORT_BYTES + 1), params)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ class Proposer:
     if self.on_propose is not None:
       self.on_propose()
     self.parents.append(parent.program_id)
-    tag = f"    # edit {rng.integers(1 << 30)}\n"
+    # A code edit (an identical AST would be rejected as unchanged before any compute).
+    edit = rng.integers(1 << 30)
+    tag = f"    _edit_{edit} = {edit}  # edit {edit}\n"
     child = regions.replace_region(parent.text, "ACTION",
                                    regions.get_region(parent.text, "ACTION") + tag)
     return Proposal(child_text=child, scope=("ACTION",), directive="edit",
@@ -124,7 +126,8 @@ class SynchronousTest(_Case):
 class AsynchronousTest(_Case):
 
   def test_keeps_n_in_flight_and_proposes_while_they_run(self):
-    evaluate = Evaluate(delay=lambda name: 0.02 + 0.03 * (int(name) % 4))
+    # Evaluations long enough that proposing (checks, dedup, archive writes) fills every slot.
+    evaluate = Evaluate(delay=lambda name: 0.3 + 0.1 * (int(name) % 4))
     running_at_proposal = []
     proposer = Proposer(on_propose=lambda: running_at_proposal.append(evaluate.running))
     main = threading.main_thread()

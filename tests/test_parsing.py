@@ -39,6 +39,8 @@ class RouterParsingTest(parameterized.TestCase):
       ("lower_case", '{"scope": "action"}', "ACTION"),
       ("region_suffix", '{"scope": "ACTION REGION", "rationale": ""}', "ACTION"),
       ("reasoning_block", '<think>{"scope": "OPERATOR"}</think>{"scope": "ACTION"}', "ACTION"),
+      ("thinking_block", '<thinking>{"scope": "OPERATOR"}</thinking>{"scope": "ACTION"}', "ACTION"),
+      ("lone_closing_tag", 'so {"scope": "OPERATOR"} maybe\n</think>\n{"scope": "ACTION"}', "ACTION"),
       ("braces_in_prose", 'Set {x} first. {"scope": "OPERATOR", "rationale": "{nested}"}', "OPERATOR"),
   )
   def test_valid(self, reply, scope):
@@ -77,6 +79,27 @@ class DirectiveParsingTest(absltest.TestCase):
     for reply in ("", "   ", "<think>only thoughts</think>", None):
       with self.assertRaisesRegex(parsing.ReplyError, "empty"):
         parsing.parse_directive(reply)
+
+  def test_lone_closing_tag_removes_the_reasoning(self):
+    self.assertEqual(parsing.parse_directive("Change: drafted\n</think>\nChange: y"), "Change: y")
+
+  def test_several_alternatives_keep_the_first(self):
+    text = "Change: a\nWhy: b\nExpected effect: c\n\nChange: d\nWhy: e"
+    self.assertEqual(parsing.parse_directive(text), "Change: a\nWhy: b\nExpected effect: c")
+
+  def test_json_directive(self):
+    self.assertEqual(parsing.parse_directive('{"directive": "Change: z"}'), "Change: z")
+    for reply in ('{"scope": "ACTION"}', "[1, 2, 3]", '{"a": {"b": [{"c": ['):
+      with self.assertRaisesRegex(parsing.ReplyError, "JSON"):
+        parsing.parse_directive(reply)
+
+  def test_code_instead_of_a_directive(self):
+    with self.assertRaisesRegex(parsing.ReplyError, "code instead of a directive"):
+      parsing.parse_directive(f"```python\n{PARENT}```")
+
+  def test_far_too_long_reply_is_refused(self):
+    with self.assertRaisesRegex(parsing.ReplyError, "characters long"):
+      parsing.parse_directive("Change: " + "x " * 10000)
 
   def test_long_directive_is_capped(self):
     out = parsing.parse_directive("Change: " + "x" * 5000)

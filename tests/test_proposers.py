@@ -170,12 +170,14 @@ class SparkProposerTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ("truncated", Reply("```python\n" + SEED[:500]), "rewriter: the reply is truncated"),
-      ("length", Reply(program_reply(CHILD), finish_reason="length"), "finish_reason=length"),
+      ("length", [Reply(program_reply(CHILD)[:400], finish_reason="length")] * 3,
+       "finish_reason=length"),
       ("fenceless", Reply(CHILD), "no fenced code block"),
       ("unchanged", Reply(program_reply(SEED)), "returns the parent unchanged"),
   )
   def test_bad_rewriter_replies_become_errors(self, reply, message):
-    with ScriptedServer(responder=Roles(rewriter=[reply])) as server:
+    replies = reply if isinstance(reply, list) else [reply]
+    with ScriptedServer(responder=Roles(rewriter=replies)) as server:
       proposal = self.propose(server)
     self.assertIsNone(proposal.child_text)
     self.assertFalse(proposal.ok)
@@ -184,12 +186,60 @@ class SparkProposerTest(parameterized.TestCase):
     self.assertEqual(proposal.directive, DIRECTIVE)
     self.assertLen(proposal.calls, 3)
 
-  def test_failed_refiner_call_becomes_an_error(self):
-    with ScriptedServer(responder=Roles(refiner=[Status(500)] * 3)) as server:
+  def test_refused_refiner_request_becomes_an_error(self):
+    with ScriptedServer(responder=Roles(refiner=[Status(400, "bad request")])) as server:
       proposal = self.propose(server)
     self.assertIsNone(proposal.child_text)
     self.assertStartsWith(proposal.error, "refiner call failed: ")
     self.assertEqual([c.role for c in proposal.calls], ["router", "refiner"])
+
+  def test_provider_failure_is_raised_not_proposed(self):
+    with ScriptedServer(responder=Roles(refiner=[Status(500)] * 3)) as server:
+      with self.assertRaises(llm.ProviderError) as caught:
+        self.propose(server)
+    self.assertEqual(caught.exception.kind, "server")
+
+  def test_cut_rewriter_reply_is_continued_into_a_valid_child(self):
+    whole = program_reply(CHILD)
+    cut = whole.index("class ") + 40
+    roles = Roles(rewriter=[Reply(whole[:cut], finish_reason="length"), Reply(whole[cut:])])
+    with ScriptedServer(responder=roles) as server:
+      proposal = self.propose(server)
+      self.assertEqual(server.hits, 4)
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual(proposal.child_text, CHILD)
+    self.assertEqual(proposal.calls[-1].continuations, 1)
+
+  def test_lone_closing_think_tag_hides_the_drafted_scope_and_directive(self):
+    draft = 'Maybe {"scope": "OPERATOR"}?\nChange: something drafted\n</think>\n\n'
+    roles = Roles(router=[Reply(draft + '{"scope": "ACTION", "rationale": "final"}')],
+                  refiner=[Reply(draft + DIRECTIVE)])
+    with ScriptedServer(responder=roles) as server:
+      proposal = self.propose(server)
+    self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual(proposal.scope, ("ACTION",))
+    self.assertEqual(proposal.directive, DIRECTIVE)
+    self.assertIn("something drafted", proposal.calls[1].reasoning)
+
+  def test_prompt_is_shrunk_to_the_window_oldest_lineage_first(self):
+    lineage = [{"iteration": i, "scope": "OPERATOR", "directive": f"Change: idea {i}",
+                "feasible": False, "stage": "shape", "reason": "r" * 400, "fitness": None,
+                "parent_fitness": 0.4} for i in range(1, 9)]
+    with ScriptedServer(responder=Roles()) as server:
+      client = llm.LLMClient(llm.LLMConfig(model="openai/scripted", api_base=server.api_base))
+      full = client.count_tokens("router", [{"role": "user", "content": SEED}])
+      client = llm.LLMClient(llm.LLMConfig(model="openai/scripted", api_base=server.api_base,
+                                           max_input_tokens=int(full * 1.9)))
+      proposer = make_proposer("spark", ProposerConfig(), client, FACTORS)
+      proposal = proposer.propose(ParentInfo("p1", SEED, METRICS, lineage), ProposalHistory(),
+                                  np.random.default_rng(0))
+      router = server.requests[0]["messages"][-1]["content"]
+    self.assertTrue(proposal.ok, proposal.error)
+    dropped = proposal.decision["context"]["router"]["dropped"]["lineage"]
+    self.assertBetween(dropped, 1, 7)
+    self.assertEqual(proposal.calls[0].context["dropped"], {"lineage": dropped})
+    self.assertNotIn("iteration 1 |", router)  # The oldest rows went first ...
+    self.assertIn("iteration 8 |", router)     # ... the newest stayed.
 
   def test_cached_rerun_sends_zero_requests(self):
     path = os.path.join(self.tmp.full_path, "cache.sqlite")

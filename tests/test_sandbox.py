@@ -1,8 +1,11 @@
 """Tests for ``spark_clrs.sandbox``: every way a child can misbehave has its own status.
 
 The misbehaving targets live in ``tests/data/sandbox_targets.py`` and run only inside
-the sandbox. Each test checks the status, that the calling process is unharmed (it keeps
-running the next test) and, where the child forks, that no process is left behind.
+the sandbox (the bubblewrap jail, the default; ``NoJailTest`` repeats a few with
+``--sandbox=none``). Each test checks the status, that the calling process is unharmed
+(it keeps running the next test) and, where the child starts processes, that none is
+left on the host (found by a unique token in their argv: PIDs inside the jail are not
+the host's).
 """
 
 import os
@@ -11,12 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from unittest import mock
 
 import psutil
 from absl.testing import absltest
 
-from spark_clrs import sandbox
+from spark_clrs import jail, sandbox
 
 TARGETS_DIR = str(pathlib.Path(__file__).resolve().parent / "data")
 ENV = {"PYTHONPATH": TARGETS_DIR}
@@ -40,6 +44,25 @@ def _gone(pid: int) -> bool:
     return True
 
 
+def token_processes(token: str) -> list[int]:
+  """Live host processes with ``token`` in their argv."""
+  found = []
+  for p in psutil.process_iter(["cmdline"]):
+    try:
+      if token in " ".join(p.info["cmdline"] or ()) and p.status() != psutil.STATUS_ZOMBIE:
+        found.append(p.pid)
+    except psutil.Error:
+      continue
+  return found
+
+
+def wait_gone(token: str, timeout_s: float = 5.0) -> list[int]:
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline and token_processes(token):
+    time.sleep(0.05)
+  return token_processes(token)
+
+
 class _SandboxCase(absltest.TestCase):
 
   def setUp(self):
@@ -51,14 +74,9 @@ class _SandboxCase(absltest.TestCase):
     return sandbox.run_in_child(f"sandbox_targets:{name}", payload or {},
                                 workdir=self.tmp / name, limits=limits, extra_env=ENV)
 
-  def assert_forks_cleaned(self, pid_dir: pathlib.Path) -> None:
-    pids = [int(p) for p in (pid_dir / "children").read_text().split()]
-    pids += [int(p.name.split("_")[1]) for p in pid_dir.glob("daemon_*")]
-    self.assertLen(pids, 4)  # Three children and the double-forked daemon.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
-      time.sleep(0.05)
-    self.assertEqual([p for p in pids if not _gone(p)], [])
+  def assert_forks_cleaned(self, result: sandbox.ChildResult, token: str) -> None:
+    self.assertEqual(result.progress.get("started"), 3, result.reason)  # They did run.
+    self.assertEqual(wait_gone(token, timeout_s=2.0), [])
 
 
 class RunInChildTest(_SandboxCase):
@@ -106,18 +124,17 @@ class RunInChildTest(_SandboxCase):
     self.assertEqual(result.status, "output_limit", result.reason)
 
   def test_forked_children_are_killed_on_timeout(self):
-    pid_dir = self.tmp / "pids"
-    pid_dir.mkdir()
-    result = self.run_target("fork_children", {"pid_dir": str(pid_dir), "hang": True})
+    token = f"spark-token-{uuid.uuid4().hex}"
+    result = self.run_target("fork_children", {"token": token, "hang": True})
     self.assertEqual(result.status, "timeout")
-    self.assert_forks_cleaned(pid_dir)
+    self.assert_forks_cleaned(result, token)
 
   def test_forked_children_are_killed_after_success(self):
-    pid_dir = self.tmp / "pids"
-    pid_dir.mkdir()
-    result = self.run_target("fork_children", {"pid_dir": str(pid_dir), "hang": False})
+    token = f"spark-token-{uuid.uuid4().hex}"
+    result = self.run_target("fork_children", {"token": token, "hang": False})
     self.assertEqual(result.status, "ok", result.reason)
-    self.assert_forks_cleaned(pid_dir)
+    self.assertEqual(result.value["started"], 3)
+    self.assert_forks_cleaned(result, token)
 
   def test_api_keys_in_parent_env_are_invisible(self):
     with mock.patch.dict(os.environ, SECRETS):
@@ -148,30 +165,35 @@ class ParentDeathTest(_SandboxCase):
   """A search killed with SIGKILL must not leave its sandbox children running."""
 
   def _kill_driver_and_check(self, use_worker: bool) -> None:
-    pid_file = self.tmp / "child.pid"
-    run = ("sandbox.Worker(workdir=work / 'worker', extra_env=env).run" if use_worker
-           else "functools.partial(sandbox.run_in_child, extra_env=env)")
+    token = f"spark-token-{uuid.uuid4().hex}"
+    run = ("sandbox.Worker(workdir=work / 'worker', extra_env=env, preload=('json',)).run"
+           if use_worker else "functools.partial(sandbox.run_in_child, extra_env=env)")
     driver = (
         "import functools, pathlib\n"
         "from spark_clrs import sandbox\n"
         f"work = pathlib.Path({str(self.tmp)!r})\n"
         f"env = {ENV!r}\n"
-        f"print({run}('sandbox_targets:record_pid_and_hang', {{'pid_file': {str(pid_file)!r}}}, "
+        # The token is split so that the driver's own argv does not carry it.
+        f"print({run}('sandbox_targets:start_token_and_hang', "
+        f"{{'token': {token[:12]!r} + {token[12:]!r}}}, "
         "workdir=work / 'run', limits=sandbox.Limits(timeout_s=120, memory_mb=1024)))\n")
     proc = subprocess.Popen([sys.executable, "-c", driver])
     try:
       deadline = time.monotonic() + 60
-      while not pid_file.exists() and time.monotonic() < deadline:
+      while not token_processes(token) and time.monotonic() < deadline:
         self.assertIsNone(proc.poll(), "the driver exited before its child started")
         time.sleep(0.05)
-      child = int(pid_file.read_text())
-      self.assertFalse(_gone(child))
+      self.assertNotEqual(token_processes(token), [])
+      jailed = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+      self.assertNotEqual(jailed, [])
       proc.kill()
       proc.wait()
+      self.assertEqual(wait_gone(token, timeout_s=10), [],
+                       "sandbox child outlived its SIGKILLed parent")
       deadline = time.monotonic() + 10
-      while time.monotonic() < deadline and not _gone(child):
+      while time.monotonic() < deadline and not all(_gone(p) for p in jailed):
         time.sleep(0.05)
-      self.assertTrue(_gone(child), "sandbox child outlived its SIGKILLed parent")
+      self.assertEqual([p for p in jailed if not _gone(p)], [])
     finally:
       if proc.poll() is None:
         proc.kill()
@@ -186,18 +208,20 @@ class ParentDeathTest(_SandboxCase):
 
 class WorkerTest(_SandboxCase):
 
-  def test_warm_worker_isolates_each_run(self):
-    pid_dir = self.tmp / "pids"
-    pid_dir.mkdir()
+  def test_single_use_workers_isolate_each_run(self):
+    token = f"spark-token-{uuid.uuid4().hex}"
     worker = sandbox.Worker(workdir=self.tmp / "worker", preload=("numpy",), extra_env=ENV)
     with mock.patch.dict(os.environ, SECRETS), worker:
       def run(name, payload=None):
         return worker.run(f"sandbox_targets:{name}", payload or {}, workdir=self.tmp / name,
                           limits=FAST)
 
-      echo = run("echo", {"y": 2})
+      echo = run("echo", {"y": 2, "path": str(self.tmp / "echo" / "x.txt")})
       self.assertEqual(echo.status, "ok", echo.reason)
+      # The worker's own directory is swapped in and translated back.
       self.assertEqual(echo.value["home"], str((self.tmp / "echo").resolve()))
+      self.assertEqual(echo.value["cwd"], str((self.tmp / "echo").resolve()))
+      self.assertEqual(echo.value["echo"]["path"], str(self.tmp / "echo" / "x.txt"))
       self.assertEqual(run("segfault").status, "crashed")
       self.assertEqual(run("raise_error").status, "error")
       self.assertEqual(run("huge_output").status, "output_limit")
@@ -205,15 +229,78 @@ class WorkerTest(_SandboxCase):
       env = run("read_env").value["env"]
       self.assertNotIn("OPENAI_API_KEY", env)
       self.assertNotIn(SECRETS["OPENAI_API_KEY"], str(env))
-      forks = run("fork_children", {"pid_dir": str(pid_dir), "hang": True})
+      forks = run("fork_children", {"token": token, "hang": True})
       self.assertEqual(forks.status, "timeout")
-      self.assert_forks_cleaned(pid_dir)
+      self.assert_forks_cleaned(forks, token)
+      self.assertEqual(run("poison").status, "ok")
+      after = run("poisoned")
+      self.assertEqual(after.status, "ok", after.reason)
+      self.assertEqual({k: after.value[k] for k in ("module", "env", "tmp")},
+                       {"module": False, "env": None, "tmp": False})
+      if jail.mode() == "bwrap":
+        killed = run("kill_jail_init")  # The jail's init cannot be killed from inside.
+        self.assertEqual(killed.status, "ok", killed.reason)
+        self.assertTrue(killed.value["init_alive"])
+      self.assertEqual(run("echo").status, "ok")  # The next worker is ready.
       self.assertTrue(worker.alive)
-      killed = run("kill_worker")
-      self.assertEqual(killed.status, "crashed")
-      self.assertIn("worker died", killed.reason)
-      self.assertEqual(run("echo").status, "ok")  # Restarted transparently.
     self.assertFalse(worker.alive)
+    self.assertEqual(sorted(p.name for p in (self.tmp / "worker").iterdir()), ["worker.log"])
+
+  def test_input_files_in_and_output_files_out(self):
+    program = self.tmp / "run" / "programs" / "0001.py"  # Outside the workdir.
+    program.parent.mkdir(parents=True)
+    program.write_text("PROGRAM = 1\n")
+    with sandbox.Worker(workdir=self.tmp / "worker", preload=(), extra_env=ENV) as worker:
+      for how in ("worker", "fresh"):
+        work = self.tmp / f"{how}-run"
+        work.mkdir()
+        (work / "inputs.txt").write_text("from the caller")
+        payload = {"input": str(work / "inputs.txt"), "output": str(work / "preds.txt"),
+                   "program": str(program)}
+        target = "sandbox_targets:read_input_write_output"
+        result = (worker.run(target, payload, workdir=work, limits=FAST) if how == "worker"
+                  else sandbox.run_in_child(target, payload, workdir=work, limits=FAST,
+                                            extra_env=ENV))
+        self.assertEqual(result.status, "ok", result.reason)
+        self.assertEqual((work / "preds.txt").read_text(), "FROM THE CALLER")
+        self.assertEqual(result.value["program_text"], "PROGRAM = 1\n")
+        self.assertEqual(result.value["program"], str(program))  # Mapped back.
+        self.assertEqual(result.value["output"], str(work / "preds.txt"))
+        self.assertEqual(program.read_text(), "PROGRAM = 1\n")
+
+
+class NoJailTest(_SandboxCase):
+  """``--sandbox=none``: the process limits alone still hold."""
+
+  def setUp(self):
+    super().setUp()
+    jail.set_mode("none")
+    self.addCleanup(jail.set_mode, "bwrap")
+
+  def test_limits_and_cleanup_without_the_jail(self):
+    self.assertEqual(self.run_target("sleep_forever").status, "timeout")
+    self.assertEqual(self.run_target("allocate_forever").status, "memory")
+    # Without the jail a daemon is found by the marker in its environment, so one that
+    # clears its environment escapes: that is what the jail's PID namespace is for.
+    token = f"spark-token-{uuid.uuid4().hex}"
+    result = self.run_target("fork_children", {"token": token, "hang": False,
+                                               "clean_env": False})
+    self.assertEqual(result.status, "ok", result.reason)
+    self.assert_forks_cleaned(result, token)
+    identity = self.run_target("identity")
+    self.assertEqual(identity.value["uid"], os.getuid())  # Not jailed: the host's uid.
+
+  def test_worker_without_the_jail(self):
+    token = f"spark-token-{uuid.uuid4().hex}"
+    with sandbox.Worker(workdir=self.tmp / "worker", preload=("numpy",),
+                        extra_env=ENV) as worker:
+      forks = worker.run("sandbox_targets:fork_children",
+                         {"token": token, "hang": True, "clean_env": False},
+                         workdir=self.tmp / "forks", limits=FAST)
+      self.assertEqual(forks.status, "timeout")
+      self.assert_forks_cleaned(forks, token)
+      echo = worker.run("sandbox_targets:echo", {}, workdir=self.tmp / "echo", limits=FAST)
+      self.assertEqual(echo.value["cwd"], str((self.tmp / "echo").resolve()))
 
 
 class EnvTest(absltest.TestCase):

@@ -32,11 +32,13 @@ from spark_clrs.proposers import (
   ParentInfo,
   ProposalHistory,
   ProposerConfig,
+  diffs,
   make_proposer,
   parsing,
   population,
   strategies,
 )
+from spark_clrs.proposers import options as engine_options
 
 FACTORS = ("OPERATOR", "ACTION")
 SEED = (processors.SEEDS_DIR / "triplet_gmpnn.py").read_text()
@@ -173,12 +175,48 @@ class AblationTest(StrategyTestCase):
       self.assertIn(f'<editable_region name="{factor}">', rewriter)
     self.assertIn("Change: earlier idea -> rejected (shape)", refiner)
     self.assertIn(DIRECTIVE, rewriter)
-    # Editing both factors is within rc_sar's scope: not entangled.
+    # Both factors are editable, but no router selected them: the one rule of SPEC §5
+    # counts a two-factor edit as entangled, exactly as for the free-form baselines.
     diff = regions.diff_factors(SEED, proposal.child_text)
     self.assertEqual(diff.changed, FACTORS)
     self.assertTrue(diff.touches_only(proposal.scope))
-    self.assertEqual(Controller._entanglement(SEED, proposal.child_text, proposal.scope)[1],
-                     False)
+    changed, entangled, outside = Controller._entanglement(
+        SEED, proposal.child_text, proposal.scope, proposal.decision)
+    self.assertEqual((changed, entangled, outside), (FACTORS, True, []))
+    # A one-factor rc_sar edit is not entangled.
+    self.assertFalse(Controller._entanglement(SEED, CHILD_ACTION, proposal.scope,
+                                              proposal.decision)[1])
+
+  @parameterized.parameters("random", "bandit")
+  def test_rc_sar_scope_routers_pick_one_factor_without_an_llm(self, router):
+    history = [Outcome(i, ("ACTION",), "Change: x", True, "ok", None, 0.6, 0.5)
+               for i in range(3)]
+    scopes = set()
+    for rng in range(8):
+      proposal = self.propose("rc_sar", parent_with(), rng=rng, history=history,
+                              scope_router=router)
+      self.assertTrue(proposal.ok, proposal.error)
+      self.assertEqual([c.role for c in proposal.calls], ["refiner", "rewriter"])
+      self.assertLen(proposal.scope, 1)
+      self.assertEqual(proposal.decision["scope_source"], router)
+      refiner = user_text(self.requests[0])
+      (factor,) = proposal.scope
+      self.assertIn(f'<editable_region name="{factor}">', refiner)
+      other = ({"OPERATOR", "ACTION"} - {factor}).pop()
+      self.assertNotIn(f'<editable_region name="{other}">', refiner)
+      scopes.add(factor)
+      # A selected scope: a child editing the other factor is entangled.
+      self.assertTrue(Controller._entanglement(SEED, CHILD_BOTH, proposal.scope,
+                                               proposal.decision)[1])
+    if router == "random":
+      self.assertEqual(scopes, set(FACTORS))
+    else:  # UCB: OPERATOR was never pulled, so it is pulled first, every time.
+      self.assertEqual(scopes, {"OPERATOR"})
+
+  def test_unknown_scope_router_is_refused(self):
+    with self.assertRaisesRegex(ValueError, "scope_router='llm'"):
+      make_proposer("rc_sar", ProposerConfig(scope_router="llm"), llm.LLMClient(llm.LLMConfig()),
+                    FACTORS)
 
   def test_rc_sar_region_output_splices_the_returned_regions(self):
     body = "\n".join([
@@ -201,24 +239,33 @@ class AblationTest(StrategyTestCase):
 class OpenEvolveTest(StrategyTestCase):
 
   def test_prompt_shows_top_and_diverse_programs_and_the_child_is_entangled(self):
-    parent = parent_with(info("7", 0.9, "top"), info("8", 0.7, "top"),
+    parent = parent_with(info("7", 0.9, "island"), info("8", 0.7, "island"),
                          info("9", 0.2, "diverse", cell=(1, 2)),
-                         info("10", 0.1, "island"),
+                         info("10", 0.1, "top"),
                          lineage=[{"iteration": 2, "scope": None, "feasible": False,
                                    "stage": "shape", "reason": "shape: wrong width"}])
-    proposal = self.propose("openevolve", parent)
+    roles = Roles(program="Gate and mix.\n\n" + diffs.render(SEED, CHILD_BOTH))
+    proposal = self.propose("openevolve", parent, roles=roles)
     self.assertTrue(proposal.ok, proposal.error)
+    self.assertEqual(proposal.child_text, CHILD_BOTH)  # The diff applied to the parent.
+    self.assertEqual(proposal.decision["diff_blocks"], 2)
     self.assertIsNone(proposal.scope)  # Regions are not enforced.
     self.assertEqual([c.role for c in proposal.calls], ["rewriter"])
     prompt = user_text(self.requests[0])
     self.assertIn('<request role="program" strategy="openevolve" base="3"', prompt)
+    self.assertIn('edit="diff"', prompt)
+    self.assertIn("<<<<<<< SEARCH", prompt)
     for pid in ("7", "8", "9", "3"):
       self.assertIn(f'<program id="{pid}">', prompt)
-    self.assertNotIn('<program id="10">', prompt)  # Island members are not openevolve's.
+    self.assertNotIn('<program id="10">', prompt)  # Global top programs are not shown.
     self.assertLess(prompt.index('<program id="7">'), prompt.index('<program id="9">'))
     self.assertIn("MAP-Elites cell (1, 2)", prompt)
     self.assertIn("ood_val_acc: 0.9000", prompt)
     self.assertIn("rejected (shape) | n/a | shape: wrong width", prompt)
+    # The previous failure is spelled out.
+    self.assertIn("The previous failed attempt (iteration 2) was rejected at `shape`: "
+                  "shape: wrong width", prompt)
+    self.assertEqual(proposal.decision["prompt"]["last_failure"], 2)
     structure = proposal.decision["prompt"]
     self.assertEqual([p["program_id"] for p in structure["top"]], ["7", "8"])
     self.assertEqual([p["program_id"] for p in structure["diverse"]], ["9"])
@@ -230,19 +277,32 @@ class OpenEvolveTest(StrategyTestCase):
     self.assertEqual((changed, entangled), (FACTORS, True))
 
   def test_without_inspirations_the_parent_alone_is_shown(self):
-    proposal = self.propose("openevolve", parent_with())
+    proposal = self.propose("openevolve", parent_with(), edit_format="rewrite")
     self.assertTrue(proposal.ok, proposal.error)
-    self.assertIn("(none yet", user_text(self.requests[0]))
+    prompt = user_text(self.requests[0])
+    self.assertIn("(none yet", prompt)
+    self.assertIn('edit="rewrite"', prompt)
+    self.assertNotIn("<<<<<<< SEARCH", prompt)
+    self.assertIn("None of the recent attempts failed.", prompt)
     self.assertEqual(proposal.decision["prompt"]["inspirations"], 0)
+    self.assertEqual(proposal.decision["prompt"]["mode"], "full_rewrite")
 
   @parameterized.named_parameters(
-      ("fenceless", CHILD_BOTH, "no fenced code block"),
-      ("unchanged", program_reply(SEED), "returns the parent unchanged"),
-      ("markers_dropped", program_reply(SEED.replace("# ===== BEGIN ACTION REGION =====\n", "")),
+      ("fenceless", "rewrite", CHILD_BOTH, "no fenced code block"),
+      ("unchanged", "rewrite", program_reply(SEED), "returns the parent unchanged"),
+      ("markers_dropped", "rewrite",
+       program_reply(SEED.replace("# ===== BEGIN ACTION REGION =====\n", "")),
        "markers are broken"),
+      ("no_blocks", "diff", program_reply(CHILD_BOTH), "no <<<<<<< SEARCH"),
+      ("search_missing", "diff", "<<<<<<< SEARCH\nnot in it\n=======\nx\n>>>>>>> REPLACE",
+       "SEARCH text not found in the program: 'not in it'"),
+      ("diff_drops_marker", "diff",
+       "<<<<<<< SEARCH\n    # ===== BEGIN ACTION REGION =====\n=======\n\n>>>>>>> REPLACE",
+       "region markers are broken"),
   )
-  def test_bad_replies_become_errors(self, reply, message):
-    proposal = self.propose("openevolve", parent_with(), roles=Roles(program=reply))
+  def test_bad_replies_become_errors(self, edit, reply, message):
+    proposal = self.propose("openevolve", parent_with(), roles=Roles(program=reply),
+                            edit_format=edit)
     self.assertIsNone(proposal.child_text)
     self.assertStartsWith(proposal.error, "rewriter: ")
     self.assertIn(message, proposal.error)
@@ -291,43 +351,46 @@ class EvoPromptingTest(StrategyTestCase):
 
 class FunSearchTest(StrategyTestCase):
 
-  def test_versions_sorted_by_ascending_score_and_next_version_asked(self):
-    island = [info("11", 0.9, "island"), info("12", 0.3, "island"), info("13", 0.6, "island")]
-    proposal = self.propose("funsearch", parent_with(*island), rng=1)
+  def test_versions_sorted_by_ascending_score_and_the_parent_is_the_last(self):
+    # The cluster sampler draws the versions; the parent is the best drawn program.
+    parent = ParentInfo("3", SEED, {**METRICS, "ood_val_acc": 0.95},
+                        inspirations=(info("12", 0.3, "island"),))
+    proposal = self.propose("funsearch", parent, rng=1)
     self.assertTrue(proposal.ok, proposal.error)
     self.assertIsNone(proposal.scope)
     self.assertEqual([c.role for c in proposal.calls], ["sampler"])
     structure = proposal.decision["prompt"]
     versions = structure["versions"]
-    self.assertEqual([v["version"] for v in versions], ["v0", "v1"])
-    self.assertIn("3", [v["program_id"] for v in versions])
-    self.assertEqual([v["fitness"] for v in versions], sorted(v["fitness"] for v in versions))
+    self.assertEqual([(v["version"], v["program_id"]) for v in versions],
+                     [("v0", "12"), ("v1", "3")])
+    self.assertEqual(structure["credited_to"], "3")  # The child's parent is v1.
     self.assertEqual(structure["next_version"], "v2")
     prompt = user_text(self.requests[0])
     shown = re.findall(r'<program id="(\d+)" version="(v\d)">', prompt)
     self.assertEqual(shown, [(v["program_id"], v["version"]) for v in versions])
     self.assertIn("Write `v2`, an improved version of `v1`", prompt)
-    self.assertNotIn("0.9000", prompt)  # FunSearch shows the order, not the scores.
+    self.assertIn('base="3"', prompt)
+    self.assertNotIn("0.9500", prompt)  # FunSearch shows the order, not the scores.
 
-  def test_softmax_sampling_prefers_fitter_island_members(self):
-    island = [info("11", 0.9, "island"), info("12", 0.1, "island")]
-    picks = []
-    for rng in range(12):
-      proposal = self.propose("funsearch", parent_with(*island), rng=rng)
-      picks.extend(v["program_id"] for v in proposal.decision["prompt"]["versions"]
-                   if v["program_id"] != "3")
-    self.assertGreater(picks.count("11"), picks.count("12"))
-
-  def test_island_reset_is_requested_from_the_controller(self):
+  def test_engine_options_island_reset_and_no_migration(self):
     with ScriptedServer(responder=Roles()) as server:
       client = llm.LLMClient(llm.LLMConfig(model="openai/x", api_base=server.api_base))
       proposer = make_proposer("funsearch", ProposerConfig(), client, FACTORS)
+      others = {s: make_proposer(s, ProposerConfig(), client, FACTORS)
+                for s in set(strategies()) - {"funsearch"}}
     self.assertEqual(proposer.island_reset, IslandReset(interval=25, fraction=0.5))
     self.assertTrue(proposer.island_reset.due(50))
     self.assertFalse(proposer.island_reset.due(51))
-    self.assertEqual(proposer.context_request, ContextRequest(island=16))
-    for other in set(strategies()) - {"funsearch"}:
-      self.assertIsNone(make_proposer(other, ProposerConfig(), client, FACTORS).island_reset)
+    self.assertTrue(proposer.context_request.empty)  # The sampler draws the versions.
+    self.assertEqual(engine_options.of(proposer), engine_options.EngineOptions(
+        sampler="clusters", companions=1, migration="none", island_reset=proposer.island_reset))
+    for name, other in others.items():
+      self.assertIsNone(engine_options.of(other).island_reset, name)
+    self.assertEqual(engine_options.of(others["openevolve"]),
+                     engine_options.EngineOptions(sampler="island", migration="both"))
+    self.assertEqual(engine_options.of(others["eoh"]), engine_options.EngineOptions(
+        sampler="rank", companions=1, population=10))
+    self.assertEqual(engine_options.of(others["spark"]), engine_options.DEFAULT)
 
 
 class EoHTest(StrategyTestCase):
@@ -391,15 +454,25 @@ class MutationTest(StrategyTestCase):
       self.assertEqual(proposal.directive, offline_moves.get_move(move).directive())
       self.assertEqual(proposal.decision["prompt"]["llm_calls"], 0)
 
-  def test_tried_moves_are_skipped(self):
+  def test_memoryless_unlike_spark_offline(self):
+    # mutation ignores what was tried; spark/offline's refiner skips tried moves.
     moves = offline_moves.applicable("ACTION", regions.get_region(SEED, "ACTION"))
     lineage = [{"iteration": i, "scope": "ACTION", "directive": m.directive(), "feasible": True}
                for i, m in enumerate(moves[1:])]
+    drawn = {self.propose("mutation", parent_with(lineage=lineage), rng=rng,
+                          factors=("ACTION",)).decision["move"] for rng in range(12)}
+    self.assertGreater(len(drawn - {moves[0].name}), 0)
     for rng in range(3):
-      proposal = self.propose("mutation", parent_with(lineage=lineage), rng=rng,
-                              factors=("ACTION",))
-      self.assertEqual(proposal.decision["move"], moves[0].name)
-      self.assertEqual(proposal.decision["untried_moves"], 1)
+      proposal = self.propose("spark", parent_with(lineage=lineage), rng=rng,
+                              roles=OfflineRoles(), factors=("ACTION",), tried_window=100)
+      self.assertIn(f"[move: {moves[0].name}]", proposal.directive)
+
+
+class OfflineRoles:
+  """Answers every request with the offline proposer (over the scripted server)."""
+
+  def __call__(self, request: dict) -> Reply:
+    return Reply(offline.answer(request["messages"], seed=0))
 
 
 class OfflineStrategiesTest(parameterized.TestCase):
@@ -422,11 +495,38 @@ class OfflineStrategiesTest(parameterized.TestCase):
       if proposal.scope is not None:
         self.assertTrue(diff.touches_only(proposal.scope))
       entangled.append(diff.is_entangled)
-    # Free-form strategies may touch several regions; scoped ones never do.
-    if strategy in ("openevolve", "evoprompting", "funsearch", "eoh"):
-      self.assertIn(True, entangled)
-    elif strategy != "rc_sar":
-      self.assertNotIn(True, entangled)
+      if strategy == "openevolve":  # The diff prompt gets a diff.
+        self.assertIn("<<<<<<< SEARCH", proposal.calls[0].reply)
+    # Every prompt here asks for one change (or a crossover of identical programs, which
+    # falls back to one change): the offline proposer never edits two factors.
+    self.assertNotIn(True, entangled)
+
+  def test_offline_edit_kinds_follow_the_prompt(self):
+    other = CHILD_BOTH
+    base = ('<request role="program" strategy="x" base="1" factors="OPERATOR,ACTION" '
+            'edit="EDIT" others="2" />\n'
+            f'<program id="2">\n{other}</program>\n<program id="1">\n{SEED}</program>\n')
+
+    def child(edit, seed=0):
+      reply = offline.answer([{"role": "user", "content": base.replace("EDIT", edit)}], seed=seed)
+      if edit == "diff":
+        return diffs.apply_reply(SEED, reply)
+      return parsing.extract_program(reply, SEED, FACTORS)
+
+    for seed in range(4):
+      crossed = child("crossover", seed)  # One region of program 2, the rest of program 1.
+      (factor,) = regions.diff_factors(SEED, crossed).changed
+      self.assertEqual(regions.get_region(crossed, factor), regions.get_region(other, factor))
+      (moved,) = regions.diff_factors(SEED, child("one", seed)).changed
+      self.assertIn(moved, FACTORS)
+      self.assertNotEqual(child("explore", seed), other)
+      self.assertLen(regions.diff_factors(SEED, child("diff", seed)).changed, 1)
+      reply = offline.answer([{"role": "user", "content": base.replace("EDIT", "parameter")}],
+                             seed=seed)
+      (name,) = offline_moves.named_moves(parsing.split_thought(reply))
+      self.assertRegex(name, "width|activation|init|bias|offset")
+    with self.assertRaisesRegex(offline.OfflineRequestError, "unknown edit kind 'all'"):
+      offline.answer([{"role": "user", "content": base.replace("EDIT", "all")}])
 
   def test_offline_program_answer_names_its_moves_in_braces(self):
     prompt = ('<request role="program" strategy="x" base="1" factors="OPERATOR,ACTION" />\n'

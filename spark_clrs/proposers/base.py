@@ -33,6 +33,8 @@ class ProposerConfig:
     ucb_c: exploration constant of the fallback bandit.
     lineage_window: lineage rows shown to the router.
     tried_window: tried directives shown to the refiner.
+    scope_router: ``rc_sar``'s scope: ``all`` (every factor), ``random`` or ``bandit``.
+    edit_format: ``openevolve``'s edits: ``diff`` (SEARCH/REPLACE blocks) or ``rewrite``.
   """
 
   task: str = "dfs"
@@ -41,6 +43,8 @@ class ProposerConfig:
   ucb_c: float = 1.0
   lineage_window: int = 8
   tried_window: int = 12
+  scope_router: str = "all"
+  edit_format: str = "diff"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,18 +1,32 @@
-"""The search state as prompt slot values: metrics, lineage, per-factor gains, plateau.
+"""The search state as prompt slot values, and prompts that fit the model's window.
 
 Every strategy shows the LLM some of the same facts; this module renders them as
 compact, stable text (the wording around them lives in ``prompts/``). Only
 selection-side metrics are shown: the reported test accuracy (``ood_acc``) never
 reaches a prompt, so it cannot steer the search.
+
+:func:`send` is how a strategy sends a prompt with optional parts (lineage rows,
+inspiration programs, tried directives): it drops the least useful items (the oldest
+lineage rows, then the last inspirations, then the oldest tried directives, in the
+order of :data:`SHRINK_ORDER`) until the prompt fits the input window of the role's
+model, and when the provider still answers with a context-length error it shrinks to
+half and asks once more. What was dropped is recorded on the call and in the decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from spark_clrs import prompts
+from spark_clrs.llm import LLMClient, LLMRecord
 from spark_clrs.proposers.base import Outcome, ProposalHistory
+
+# What a prompt may leave out to fit a window, first to go first.
+SHRINK_ORDER = ("lineage", "inspirations", "tried")
+# Share of the window a prompt may fill (token counts of unknown tokenizers are estimates).
+WINDOW_MARGIN = 0.9
 
 # Metrics a proposer may see (selection set, cost); test metrics are deliberately absent.
 # Wall-clock timings are deliberately absent: they differ between runs, so showing them
@@ -56,16 +70,21 @@ def _one_line(text: str | None, limit: int = 300) -> str:
   return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
+def _last(rows: Sequence[Any], window: int) -> Sequence[Any]:
+  """The last ``window`` rows (none for ``window <= 0``; ``rows[-0:]`` would be all)."""
+  return rows[-window:] if window > 0 else []
+
+
 def format_lineage(rows: Sequence[Outcome], window: int) -> str:
   lines = [f"iteration {o.iteration} | {','.join(o.scope) if o.scope else 'unscoped'} | "
            f"{o.label} | {_delta(o)} | {_one_line(o.reason) if not o.feasible else '-'}"
-           for o in rows[-window:]]
+           for o in _last(rows, window)]
   return "\n".join(lines) or NONE
 
 
 def format_tried(rows: Sequence[Outcome], window: int) -> str:
   lines = []
-  for o in rows[-window:]:
+  for o in _last(rows, window):
     why = f": {_one_line(o.reason, 200)}" if not o.feasible and o.reason else ""
     lines.append(f"- iteration {o.iteration}: {_one_line(o.directive)} -> {o.label} "
                  f"({_delta(o)}){why}")
@@ -118,6 +137,96 @@ def merge_outcomes(*groups: Sequence[Outcome]) -> list[Outcome]:
   return sorted(seen.values(), key=lambda o: o.iteration)
 
 
-__all__ = ["NONE", "VISIBLE_METRICS", "chat", "factor_description", "format_lineage", "format_metrics",
-           "format_plateau", "format_scope_stats", "format_tried", "merge_outcomes", "metrics_line",
-           "task_card"]
+# ---- prompts that fit the window -------------------------------------------------------------
+
+Build = Callable[[Mapping[str, int]], list[dict[str, str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+  """A prompt shrunk to a token budget.
+
+  Attributes:
+    messages: the chat messages to send.
+    keep: items kept per optional part.
+    dropped: items left out per part (only parts that lost some).
+    tokens: the prompt's token count (estimated when the tokenizer is unknown).
+    budget: the token budget it was fitted to, ``None`` when the window is unknown.
+  """
+
+  messages: list[dict[str, str]]
+  keep: dict[str, int]
+  dropped: dict[str, int]
+  tokens: int | None
+  budget: int | None
+
+  @property
+  def fits(self) -> bool:
+    return self.budget is None or (self.tokens is not None and self.tokens <= self.budget)
+
+
+def fit(client: LLMClient, role: str, build: Build, parts: Mapping[str, int],
+        budget: int | None = None) -> Fitted:
+  """Drops optional items, in :data:`SHRINK_ORDER`, until the prompt fits ``budget``.
+
+  Args:
+    client: the client that will send it (knows the role's model and window).
+    role: the call's role.
+    build: renders the messages given how many items of each part to keep; it must
+      show the *most useful* ``keep[part]`` items (the newest lineage rows and tried
+      directives, the first inspirations).
+    parts: items available per part, e.g. ``{"lineage": 8, "tried": 3}``.
+    budget: prompt tokens allowed; default: the window of the role's model.
+  """
+  keep = {name: max(0, int(n)) for name, n in parts.items()}
+  if budget is None:
+    window = client.input_window(role)
+    budget = None if window is None else int(window * WINDOW_MARGIN)
+  messages = build(keep)
+  if budget is None:
+    return Fitted(messages, keep, {}, None, None)
+  tokens = client.count_tokens(role, messages)
+  order = [n for n in SHRINK_ORDER if n in keep] + [n for n in keep if n not in SHRINK_ORDER]
+  for name in order:
+    while tokens > budget and keep[name] > 0:
+      keep[name] -= 1
+      messages = build(keep)
+      tokens = client.count_tokens(role, messages)
+  dropped = {n: int(parts[n]) - keep[n] for n in keep if int(parts[n]) > keep[n]}
+  return Fitted(messages, keep, dropped, tokens, budget)
+
+
+def send(client: LLMClient, role: str, build: Build, parts: Mapping[str, int],
+         decision: dict[str, Any] | None = None) -> LLMRecord:
+  """Fits the prompt to the window, sends it, and on a context-length error shrinks once more.
+
+  The retry after a context-length error fits to half the tokens of the refused
+  prompt; with nothing left to drop the failed record is returned (the proposal is
+  rejected with its reason). ``record.context`` and ``decision["context"][role]`` say
+  what was dropped, the window and whether the provider refused the first prompt.
+  """
+  fitted = fit(client, role, build, parts)
+  record = client.complete(role, fitted.messages)
+  note: dict[str, Any] = {"dropped": fitted.dropped, "budget": fitted.budget,
+                          "prompt_tokens_estimate": fitted.tokens}
+  if record.error_kind == "context_window":
+    tokens = fitted.tokens or client.count_tokens(role, fitted.messages)
+    smaller = fit(client, role, build, fitted.keep, budget=max(1, tokens // 2))
+    note["context_error"] = record.error
+    if smaller.keep != fitted.keep:
+      record = client.complete(role, smaller.messages)
+      note.update(dropped={n: int(parts[n]) - smaller.keep[n] for n in parts
+                           if int(parts[n]) > smaller.keep[n]},
+                  retried=True, prompt_tokens_estimate=smaller.tokens)
+    else:
+      note["retried"] = False
+  if note["dropped"] or "context_error" in note:
+    record.context = note
+    if decision is not None:
+      decision.setdefault("context", {})[role] = note
+  return record
+
+
+__all__ = ["Fitted", "NONE", "SHRINK_ORDER", "VISIBLE_METRICS", "chat", "factor_description", "fit",
+           "format_lineage", "format_metrics", "format_plateau", "format_scope_stats",
+           "format_tried", "merge_outcomes", "metrics_line", "send", "task_card"]

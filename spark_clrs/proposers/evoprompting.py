@@ -1,6 +1,7 @@
 """``evoprompting``: few-shot crossover of two parents toward size and accuracy targets.
 
-The EvoPrompting baseline (Chen et al., 2023; SPEC §6). The LLM is the crossover
+The EvoPrompting baseline (Chen, Dohan and So, "EvoPrompting: Language Models for
+Code-Level Neural Architecture Search", NeurIPS 2023; SPEC §6). The LLM is the crossover
 operator: its prompt holds k=2 parent programs as few-shot examples, each with its
 metrics, and ends with the metrics the new program should reach. The first parent is
 the one the controller sampled; the other is drawn uniformly from the top-p fraction
@@ -91,7 +92,9 @@ class EvoPromptingProposer(FreeformProposer):
                        metrics=context.metrics_line(p.metrics), program=p.text.rstrip("\n"))
         for i, p in enumerate(parents, start=1))
     user = prompts.render("evoprompting/user", **self.common_slots(parent), count=len(parents),
-                          examples=examples, targets=_targets_text(goal))
+                          examples=examples, targets=_targets_text(goal),
+                          others=",".join(p.program_id for p in parents
+                                          if p.program_id != parent.program_id))
     structure = {"mode": "crossover" if len(parents) > 1 else "mutation (only the parent)",
                  "scope": "unscoped", "parents": shown(parents), "k": PARENTS,
                  "top_fraction": TOP_FRACTION, "pool": pool, "targets": goal,

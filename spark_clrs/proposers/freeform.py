@@ -9,8 +9,12 @@ do (``regions.diff_factors(...).is_entangled``), the same measure as for every s
 A subclass only builds its prompt (:meth:`FreeformProposer.build_prompt`) from its own
 templates under ``prompts/<strategy>/``; this module sends it, parses the program back
 and records the prompt structure in the decision. The prompts carry
-``<request role="program" base="ID" factors="..."/>`` and ``<program id="ID">`` sections,
-which is the contract the offline provider answers when no model is configured.
+``<request role="program" base="ID" factors="..." edit="KIND" others="IDS"/>`` and
+``<program id="ID">`` sections, which is the contract the offline provider answers when
+no model is configured; ``edit`` names the kind of edit the prompt asks for (``one``
+change, a ``parameter`` change, a ``diff``, a ``crossover`` of the ``others`` with the
+base, an ``explore`` idea unlike all the programs shown), so that the offline answer is
+the kind of edit the strategy's prompt requests (spark_clrs.offline).
 """
 
 from __future__ import annotations
@@ -109,11 +113,32 @@ class FreeformProposer(Proposer):
                       error=f"{plan.role} call failed: {record.error}")
     self.read_reply(record, decision)
     try:
-      child = parsing.extract_program(record.reply, parent.text, self.factors,
-                                      finish_reason=record.finish_reason)
+      child = self.parse_child(record, parent, decision)
     except parsing.ReplyError as e:
       return Proposal(None, None, None, decision, calls, error=f"{plan.role}: {e}")
     return Proposal(child, None, None, decision, calls)
 
+  def parse_child(self, record: LLMRecord, parent: ParentInfo,
+                  decision: dict[str, Any]) -> str:
+    """The child program in the reply (a whole program by default; OpenEvolve: diffs)."""
+    del decision
+    return parsing.extract_program(record.reply, parent.text, self.factors,
+                                   finish_reason=record.finish_reason)
 
-__all__ = ["FreeformProposer", "PromptPlan", "join_entries", "shown"]
+
+def check_child(child: str, parent_text: str, factors: Sequence[str]) -> str:
+  """A child built from the reply (e.g. by diffs) must keep every factor's markers."""
+  try:
+    found = regions.parse_regions(child)
+  except regions.RegionError as e:
+    raise parsing.ReplyError(f"the edited program's region markers are broken: {e}") from e
+  missing = [f for f in factors if f not in found]
+  if missing:
+    raise parsing.ReplyError(f"the edit removes the {', '.join(missing)} region marker(s); keep "
+                             "every '# ===== BEGIN/END NAME REGION =====' line")
+  if child == parent_text:
+    raise parsing.ReplyError("the edit leaves the parent unchanged")
+  return child
+
+
+__all__ = ["FreeformProposer", "PromptPlan", "check_child", "join_entries", "shown"]

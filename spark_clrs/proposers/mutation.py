@@ -1,13 +1,22 @@
-"""``mutation``: the offline catalogue as a plain mutation operator, without any LLM call.
+"""``mutation``: a blind random mutation operator over the offline catalogue, no LLM.
 
-The rule-based baseline (SPEC §6): a factor is drawn with probability proportional to
-the number of catalogue moves that apply to it (as ``spark/offline``'s router does),
-then a move of that factor not yet tried from this lineage or in this search (any
-applicable one once all were tried) is drawn uniformly and applied to the parent's
-region. No prompt is rendered and no LLM is called: the proposal has zero calls and
-zero tokens, whatever ``--llm_model`` says. The child is scoped to the one factor, and
-the move's Change / Why / Expected-effect text is its directive (naming the move as
-``[move: name]``, which is how later proposals know it was tried).
+The rule-based baseline (SPEC §6), in the sense of regularized evolution's mutation
+(Real et al. 2019): a factor is drawn uniformly among those with an applicable
+catalogue move, then one applicable move of that factor is drawn uniformly and applied
+to the parent's region. It has no memory and reads no feedback: the same move may be
+drawn again from the same parent, and past gains play no part.
+
+That is the difference from ``spark`` run with the offline proposer ``spark/offline``,
+which uses the same catalogue of moves but through SPARK's three roles: its router
+weighs factors by how many moves apply, and its refiner reads the directives already
+tried in that scope (lineage and search) and picks a move not yet tried, so it spends
+its budget on untried edits. ``spark`` vs ``mutation`` offline therefore measures what
+that memory buys, not what an LLM does.
+
+No prompt is rendered and no LLM is called: the proposal has zero calls and zero
+tokens, whatever ``--llm_model`` says. The child is scoped to the one factor (a
+rule-selected scope), and the move's Change / Why / Expected-effect text is its
+directive (naming the move as ``[move: name]``).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import offline, offline_moves, regions
+from spark_clrs import offline_moves, regions
 from spark_clrs.llm import LLMClient
 from spark_clrs.proposers.base import (
   ParentInfo,
@@ -31,7 +40,7 @@ from spark_clrs.proposers.registry import register
 
 @register("mutation")
 class MutationProposer(Proposer):
-  """One catalogue move in one factor per proposal."""
+  """One uniformly drawn catalogue move in one uniformly drawn factor per proposal."""
 
   name = "mutation"
 
@@ -42,34 +51,31 @@ class MutationProposer(Proposer):
     self.config = config
     self.factors = tuple(factors)
 
-  def tried_moves(self, parent: ParentInfo, history: ProposalHistory, factor: str) -> set[str]:
-    """Moves already tried in ``factor`` from this lineage or anywhere in this search."""
-    rows = [*parent.lineage_outcomes(), *history.outcomes]
-    return {name for o in rows if o.scope and factor in o.scope
-            for name in offline_moves.named_moves(o.directive)}
-
   def propose(self, parent: ParentInfo, history: ProposalHistory,
               rng: np.random.Generator) -> Proposal:
+    del history  # Memoryless: no feedback, no record of tried moves.
     decision: dict[str, Any] = {"strategy": self.name, "scope_source": "rule",
                                 "prompt": {"roles": [], "llm_calls": 0,
-                                           "scope": "one factor, drawn by applicable moves"}}
+                                           "scope": "one factor, drawn uniformly"}}
     try:
       regions.require_regions(parent.text, self.factors)
     except regions.RegionError as e:
       return Proposal(None, None, None, decision, [], error=f"parent {parent.program_id}: {e}")
-    factor, counts = offline.weighted_factor(parent.text, self.factors, rng)
-    body = regions.get_region(parent.text, factor)
-    tried = self.tried_moves(parent, history, factor)
-    fresh = offline_moves.applicable(factor, body, exclude=tried)
-    moves = fresh or offline_moves.applicable(factor, body)
-    decision.update(scope=factor, applicable_moves=counts, untried_moves=len(fresh))
-    if not moves:
+    options = {f: offline_moves.applicable(f, regions.get_region(parent.text, f))
+               for f in self.factors}
+    usable = [f for f in self.factors if options[f]]
+    if not usable:
+      factor = self.factors[0]
+      decision.update(scope=factor, applicable_moves={f: 0 for f in self.factors})
       return Proposal(None, (factor,), None, decision, [],
-                      error=f"mutation: no catalogue move applies to the {factor} region of "
+                      error=f"mutation: no catalogue move applies to any factor region of "
                             f"parent {parent.program_id}")
-    move = moves[int(rng.integers(len(moves)))]
-    decision["move"] = move.name
-    child = regions.replace_region(parent.text, factor, move.apply(body))
+    factor = usable[int(rng.integers(len(usable)))]
+    move = options[factor][int(rng.integers(len(options[factor])))]
+    decision.update(scope=factor, move=move.name,
+                    applicable_moves={f: len(options[f]) for f in self.factors})
+    child = regions.replace_region(parent.text, factor,
+                                   move.apply(regions.get_region(parent.text, factor)))
     return Proposal(child, (factor,), move.directive(), decision, [])
 
 

@@ -15,12 +15,14 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from spark_clrs import regions
+from spark_clrs import llm, regions
 
 _FENCE_OPEN = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([A-Za-z0-9_+.-]*)[^\n]*$", re.MULTILINE)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_CHANGE_LINE = re.compile(r"^[ \t*#>-]*\**change\**\s*:", re.IGNORECASE | re.MULTILINE)
 SAR_OUTPUTS = ("program", "region")
 MAX_DIRECTIVE_CHARS = 2000
+# Longer than this is not a directive at all (an essay or a program), not one to cap.
+MAX_DIRECTIVE_REPLY_CHARS = 12000
 
 
 class ReplyError(ValueError):
@@ -34,8 +36,12 @@ class RouterChoice:
 
 
 def strip_reasoning(text: str) -> str:
-  """Removes ``<think>...</think>`` blocks that reasoning models put before the answer."""
-  return _THINK.sub("", text).strip()
+  """Removes reasoning text in every form (paired tags, a lone closing tag, ...).
+
+  The client already strips replies; parsers strip again so that text from elsewhere
+  (recorded replies, tests) is treated the same. See :func:`spark_clrs.llm.split_reasoning`.
+  """
+  return llm.strip_reasoning(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +118,14 @@ def parse_router_reply(text: str | None, factors: Sequence[str]) -> RouterChoice
 
 
 def parse_directive(text: str | None) -> str:
-  """The refiner's directive: the reply without reasoning blocks, fences or surrounding blanks.
+  """The refiner's directive: the reply without reasoning, fences or surrounding blanks.
+
+  The form is checked: not empty, not JSON or code, one directive (a reply listing
+  several ``Change:`` alternatives keeps the first), and of bounded length (capped at
+  :data:`MAX_DIRECTIVE_CHARS`; a reply far longer is refused).
 
   Raises:
-    ReplyError: the reply is empty or is code instead of a directive.
+    ReplyError: the reply is empty, JSON, a program, or far too long for a directive.
   """
   if not text or not text.strip():
     raise ReplyError("the directive is empty")
@@ -125,6 +135,29 @@ def parse_directive(text: str | None) -> str:
       and text.rstrip().endswith(("```", "~~~"))):
     text = blocks[0].body  # The whole reply is one fenced block: use what is inside.
   text = text.strip()
+  if not text:
+    raise ReplyError("the directive is empty")
+  if text[0] in "{[":
+    try:
+      value = json.loads(text)
+    except json.JSONDecodeError:
+      value = None
+    if isinstance(value, dict) and isinstance(value.get("directive"), str):
+      text = value["directive"].strip()
+    elif value is not None or text.count("{") + text.count("[") > 3:
+      raise ReplyError("the directive is JSON, not a directive; reply with the Change / Why / "
+                       "Expected effect lines")
+  looks_like_code = bool(re.search(r"^\s*(class|def) \w+.*:\s*$", text, re.MULTILINE)) and len(
+      text.splitlines()) > 15
+  if "REGION =====" in text or looks_like_code:
+    raise ReplyError("the refiner returned code instead of a directive; describe the change, "
+                     "the rewriter writes the code")
+  if len(text) > MAX_DIRECTIVE_REPLY_CHARS:
+    raise ReplyError(f"the directive is {len(text)} characters long; write one short "
+                     "directive (Change / Why / Expected effect)")
+  starts = [m.start() for m in _CHANGE_LINE.finditer(text)]
+  if len(starts) > 1:  # Several alternatives: the first one is the directive.
+    text = text[:starts[1]].rstrip()
   if not text:
     raise ReplyError("the directive is empty")
   if len(text) > MAX_DIRECTIVE_CHARS:
@@ -139,8 +172,8 @@ def _pick_block(text: str, want_markers: str | None) -> str:
     raise ReplyError("no fenced code block in the reply; return the code in one ```python block")
   closed = [b for b in blocks if b.closed]
   if not blocks[-1].closed:
-    raise ReplyError("the reply is truncated: its code block is never closed (raise max_tokens "
-                     "or use --sar_output=region)")
+    raise ReplyError("the reply is truncated: its code block is never closed (raise "
+                     "--llm_max_tokens or use --sar_output=region)")
 
   def rank(block: CodeBlock) -> tuple[bool, bool, int]:
     has_markers = bool(want_markers) and f"BEGIN {want_markers} REGION" in block.body
@@ -180,7 +213,7 @@ def extract_child(reply: str | None, parent_text: str, scope: str, *, mode: str 
   if mode not in SAR_OUTPUTS:
     raise ValueError(f"sar_output must be one of {SAR_OUTPUTS}, got {mode!r}")
   text = _usable_reply(reply, finish_reason, "the rewriter reply is empty",
-                       "raise max_tokens or use --sar_output=region")
+                       "raise --llm_max_tokens or use --sar_output=region")
   body = _pick_block(text, scope if mode == "program" else None)
   if mode == "program":
     child = body.rstrip("\n") + ("\n" if parent_text.endswith("\n") else "")
@@ -218,7 +251,7 @@ def extract_program(reply: str | None, parent_text: str, factors: Sequence[str],
   Raises:
     ReplyError: empty, truncated, fence-less, marker-less or unchanged replies.
   """
-  text = _usable_reply(reply, finish_reason, "the reply is empty", "raise max_tokens")
+  text = _usable_reply(reply, finish_reason, "the reply is empty", "raise --llm_max_tokens")
   body = _pick_block(text, factors[0] if factors else None)
   child = body.rstrip("\n") + ("\n" if parent_text.endswith("\n") else "")
   try:
@@ -245,7 +278,7 @@ def extract_regions(reply: str | None, parent_text: str, scope: Sequence[str], *
       markers, or nothing changed.
   """
   text = _usable_reply(reply, finish_reason, "the reply is empty",
-                       "raise max_tokens or return fewer regions")
+                       "raise --llm_max_tokens or return fewer regions")
   body = _pick_block(text, scope[0] if scope else None)
   try:
     returned = regions.parse_regions(body)

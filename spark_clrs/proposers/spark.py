@@ -20,7 +20,7 @@ controller's scope check, not this module's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,22 +60,36 @@ class SparkProposer(Proposer):
 
   def route(self, parent: ParentInfo, history: ProposalHistory, rng: np.random.Generator,
             calls: list[LLMRecord], decision: dict[str, Any]) -> str:
-    """The factor to edit; records ``scope_source`` (``llm`` or ``fallback``) in ``decision``."""
+    """The factor to edit; records ``scope_source`` in ``decision``.
+
+    ``scope_source`` is ``llm`` (a model chose), ``offline`` (the rule-based offline
+    provider answered) or ``fallback`` (no usable reply: the UCB bandit chose). The
+    lineage rows shown are shrunk to fit the router model's window (oldest first).
+    """
     cfg = self.config
     factor_list = ", ".join(self.factors)
     system = prompts.render("spark/router.system")
-    user = prompts.render(
-        "spark/router.user", factors=factor_list, task_card=context.task_card(cfg.task),
-        factor_descriptions="\n".join(context.factor_description(f) for f in self.factors),
-        parent_id=parent.program_id, program=parent.text.rstrip("\n"),
-        metrics=context.format_metrics(parent.metrics),
-        lineage=context.format_lineage(parent.lineage_outcomes(), cfg.lineage_window),
-        scope_stats=context.format_scope_stats(history, self.factors),
-        plateau=context.format_plateau(history))
-    messages = context.chat(system, user)
+    lineage = parent.lineage_outcomes()[-cfg.lineage_window:] if cfg.lineage_window > 0 else []
+
+    def build(keep: Mapping[str, int]) -> list[dict[str, str]]:
+      user = prompts.render(
+          "spark/router.user", factors=factor_list, task_card=context.task_card(cfg.task),
+          factor_descriptions="\n".join(context.factor_description(f) for f in self.factors),
+          parent_id=parent.program_id, program=parent.text.rstrip("\n"),
+          metrics=context.format_metrics(parent.metrics),
+          lineage=context.format_lineage(lineage, keep["lineage"]),
+          scope_stats=context.format_scope_stats(history, self.factors),
+          plateau=context.format_plateau(history))
+      return context.chat(system, user)
+
     errors: list[str] = []
-    for _ in range(cfg.router_retries + 1):
-      record = self.client.complete("router", messages)
+    messages: list[dict[str, str]] = []
+    for attempt in range(cfg.router_retries + 1):
+      if attempt == 0:
+        record = context.send(self.client, "router", build, {"lineage": len(lineage)}, decision)
+        messages = record.messages
+      else:
+        record = self.client.complete("router", messages)
       calls.append(record)
       if not record.ok:
         errors.append(f"call failed: {record.error}")
@@ -88,7 +102,8 @@ class SparkProposer(Proposer):
         messages = messages + [{"role": "assistant", "content": record.reply or ""},
                                {"role": "user", "content": retry}]
         continue
-      decision.update(scope_source="llm", rationale=choice.rationale,
+      # Who chose the scope: an LLM, or the rule-based offline provider standing in for one.
+      decision.update(scope_source=record.answered_by, rationale=choice.rationale,
                       router_attempts=len(errors) + 1, router_errors=errors)
       return choice.scope
     bandit = ucb_choose(self.factors, history.scope_gains(self.factors), rng, c=cfg.ucb_c)
@@ -102,20 +117,27 @@ class SparkProposer(Proposer):
   # ---- RC: how to edit ----------------------------------------------------------------------
 
   def refine(self, parent: ParentInfo, history: ProposalHistory, scope: str,
-             calls: list[LLMRecord]) -> tuple[str | None, str | None]:
+             calls: list[LLMRecord],
+             decision: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
     """``(directive, None)`` or ``(None, error)``."""
     cfg = self.config
     tried = context.merge_outcomes(
         [o for o in parent.lineage_outcomes() if o.scope and scope in o.scope and o.directive],
         [o for o in history.in_scope(scope) if o.directive])
-    user = prompts.render(
-        "spark/refiner.user", scope=scope, task_card=context.task_card(cfg.task),
-        factor_description=context.factor_description(scope),
-        region=regions.get_region(parent.text, scope).rstrip("\n"),
-        read_only=regions.skeleton(parent.text, keep=[scope]).rstrip("\n"),
-        metrics=context.format_metrics(parent.metrics),
-        tried=context.format_tried(tried, cfg.tried_window))
-    record = self.client.complete("refiner", context.chat(prompts.render("spark/refiner.system"), user))
+    tried = tried[-cfg.tried_window:] if cfg.tried_window > 0 else []
+    system = prompts.render("spark/refiner.system")
+
+    def build(keep: Mapping[str, int]) -> list[dict[str, str]]:
+      user = prompts.render(
+          "spark/refiner.user", scope=scope, task_card=context.task_card(cfg.task),
+          factor_description=context.factor_description(scope),
+          region=regions.get_region(parent.text, scope).rstrip("\n"),
+          read_only=regions.skeleton(parent.text, keep=[scope]).rstrip("\n"),
+          metrics=context.format_metrics(parent.metrics),
+          tried=context.format_tried(tried, keep["tried"]))
+      return context.chat(system, user)
+
+    record = context.send(self.client, "refiner", build, {"tried": len(tried)}, decision)
     calls.append(record)
     if not record.ok:
       return None, f"refiner call failed: {record.error}"
@@ -168,7 +190,7 @@ class SparkProposer(Proposer):
       return Proposal(None, None, None, decision, calls, error=f"parent {parent.program_id}: {e}")
     scope = self.route(parent, history, rng, calls, decision)
     decision["scope"] = scope
-    directive, error = self.refine(parent, history, scope, calls)
+    directive, error = self.refine(parent, history, scope, calls, decision)
     if directive is None:
       return Proposal(None, (scope,), None, decision, calls, error=error)
     child, error = self.rewrite(parent, scope, directive, calls)

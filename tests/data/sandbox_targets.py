@@ -1,4 +1,8 @@
-"""Misbehaving sandbox targets used by tests/test_sandbox.py (run only inside the sandbox)."""
+"""Misbehaving sandbox targets of tests/test_sandbox.py and tests/test_redteam_jail.py.
+
+They run only inside the sandbox; the red-team ones are attacker code that got past the
+policy, run directly in the jail, and report what they managed (the tests check the host).
+"""
 
 import ctypes
 import os
@@ -26,7 +30,7 @@ def allocate_forever(payload: dict) -> dict:
   del payload
   hoard = []
   while True:
-    hoard.append(bytearray(50 * 2**20))  # Touches the pages: resident memory grows.
+    hoard.append(b"\1" * (50 * 2**20))  # Writes the pages: resident memory grows.
 
 
 def allocate_50gb(payload: dict) -> dict:
@@ -35,27 +39,44 @@ def allocate_50gb(payload: dict) -> dict:
   return {"sum": float(np.ones(50 * 2**30 // 8).sum())}
 
 
+SLEEPER = ("import pathlib, sys, time\n"
+           "pathlib.Path(sys.argv[2]).touch() if len(sys.argv) > 2 else None\n"
+           "time.sleep(600)")
+
+
+def _daemon(argv: list, clean_env: bool = True) -> None:
+  """Double fork + setsid + exec (with an empty environment): a detached daemon."""
+  if os.fork() == 0:
+    os.setsid()
+    if os.fork():
+      os._exit(0)
+    try:
+      os.execve(sys.executable, argv, {} if clean_env else dict(os.environ))
+    finally:
+      os._exit(1)
+  os.wait()
+
+
 def fork_children(payload: dict) -> dict:
-  """Forks sleepers (one of them a setsid daemon), records their pids, then hangs or returns."""
-  pids = []
-  for i in range(3):
-    pid = os.fork()
-    if pid == 0:
-      if i == 2:
-        os.setsid()
-        if os.fork():
-          os._exit(0)  # Double fork: the grandchild is orphaned and leaves the group.
-        with open(os.path.join(payload["pid_dir"], f"daemon_{os.getpid()}"), "w"):
-          pass
-      while True:
-        time.sleep(1)
-    pids.append(pid)
-  with open(os.path.join(payload["pid_dir"], "children"), "w") as f:
-    f.write(" ".join(map(str, pids)))
-  time.sleep(0.5)  # Let the daemon write its pid file.
+  """Starts two sleepers and a detached daemon (with an empty environment unless
+  ``payload['clean_env']`` is false), all with ``payload['token']`` in their argv; waits
+  until all three run, then hangs or returns."""
+  import subprocess
+
+  from spark_clrs import sandbox
+  token = payload["token"]
+  flags = [os.path.join(os.getcwd(), f"started_{i}") for i in range(3)]
+  for flag in flags[:2]:
+    subprocess.Popen([sys.executable, "-c", SLEEPER, token, flag])
+  _daemon([sys.executable, "-c", SLEEPER, token, flags[2]], payload.get("clean_env", True))
+  deadline = time.monotonic() + 20
+  while time.monotonic() < deadline and not all(os.path.exists(f) for f in flags):
+    time.sleep(0.02)
+  started = sum(os.path.exists(f) for f in flags)
+  sandbox.report_progress(stage="forked", started=started)
   if payload.get("hang"):
     sleep_forever(payload)
-  return {"pids": pids}
+  return {"started": started}
 
 
 def huge_output(payload: dict) -> dict:
@@ -110,18 +131,217 @@ def progress_then_hang(payload: dict) -> dict:
   return {}
 
 
-def kill_worker(payload: dict) -> dict:
-  """Kills its parent (the warm worker when run in one), then hangs."""
+def kill_jail_init(payload: dict) -> dict:
+  """SIGKILLs PID 1 of its PID namespace (the jail's init; the kernel ignores it)."""
   import signal
-  os.kill(os.getppid(), signal.SIGKILL)
+  del payload
+  os.kill(1, signal.SIGKILL)
+  time.sleep(0.2)
+  return {"init_alive": os.path.exists("/proc/1"), "pid": os.getpid()}
+
+
+def start_token_and_hang(payload: dict) -> dict:
+  """Starts a sleeper with ``payload['token']`` in its argv, says so, then hangs."""
+  import subprocess
+
+  from spark_clrs import sandbox
+  flag = os.path.join(os.getcwd(), "started")
+  subprocess.Popen([sys.executable, "-c", SLEEPER, payload["token"], flag])
+  while not os.path.exists(flag):
+    time.sleep(0.02)
+  sandbox.report_progress(stage="started")
   sleep_forever(payload)
   return {}
 
 
-def record_pid_and_hang(payload: dict) -> dict:
-  """Writes this process's pid to ``payload['pid_file']``, then hangs."""
-  with open(payload["pid_file"] + ".tmp", "w") as f:
-    f.write(str(os.getpid()))
-  os.replace(payload["pid_file"] + ".tmp", payload["pid_file"])
+# --------------------------------------------------------------- red team (attacker code)
+
+
+def _attempt(fn) -> str:
+  """'ok: ...' or 'blocked: <exception type>' (never the exception's text)."""
+  try:
+    out = fn()
+  except BaseException as e:  # Any failure is what the attacker sees.
+    return f"blocked: {type(e).__name__}"
+  return f"ok: {out!r}"[:2000]
+
+
+def write_outside(payload: dict) -> dict:
+  """Writes and appends to every path in ``payload['paths']``; overwrites the SQLite file
+  ``payload['sqlite']`` through sqlite3 and through plain writes."""
+  import sqlite3
+  out = {}
+  for path in payload["paths"]:
+    def write(path=path):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "w") as f:
+        f.write("owned")
+      return path
+    out[path] = _attempt(write)
+
+  def db():
+    con = sqlite3.connect(payload["sqlite"])
+    con.execute("CREATE TABLE IF NOT EXISTS pwned (x)")
+    con.execute("INSERT INTO pwned VALUES (1)")
+    con.commit()
+    return "written"
+  out["sqlite3"] = _attempt(db)
+  out["sqlite_raw"] = _attempt(lambda: open(payload["sqlite"], "r+b").write(b"X" * 100))
+  return out
+
+
+def read_secrets(payload: dict) -> dict:
+  """Tries every way to read the parent's secrets: files, /proc/*/environ, /proc/<parent
+  pid>/environ, its cmdline, our own environment. Returns what it got."""
+  got = {"environ": dict(os.environ)}
+  for path in payload["files"]:
+    got[path] = _attempt(lambda path=path: open(path).read())
+  parent = payload["parent_pid"]
+  for what in ("environ", "cmdline"):
+    got[f"parent_{what}"] = _attempt(lambda what=what: open(f"/proc/{parent}/{what}", "rb").read())
+  visible = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+  got["visible_pids"] = visible
+  for pid in visible:
+    got[f"environ_{pid}"] = _attempt(lambda pid=pid: open(f"/proc/{pid}/environ", "rb").read())
+  got["home_listing"] = _attempt(lambda: os.listdir(payload["home"]))
+  return got
+
+
+def reach_network(payload: dict) -> dict:
+  """Connects to the host's 127.0.0.1 TCP listener, fetches the host's HTTP URL, connects
+  to the host's unix socket (file and abstract) and tries an outside address."""
+  import socket
+  import urllib.request
+  out = {}
+
+  def tcp():
+    with socket.create_connection(("127.0.0.1", payload["tcp_port"]), timeout=2) as s:
+      s.sendall(b"hello from the jail")
+    return "connected"
+  out["tcp"] = _attempt(tcp)
+  out["http"] = _attempt(lambda: urllib.request.urlopen(payload["http_url"], timeout=2).read())
+
+  def unix(address):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+      s.settimeout(2)
+      s.connect(address)
+      s.sendall(b"hello from the jail")
+    return "connected"
+  out["unix"] = _attempt(lambda: unix(payload["unix_path"]))
+  out["abstract"] = _attempt(lambda: unix("\0" + payload["abstract_name"]))
+
+  def outside():
+    with socket.create_connection(("192.0.2.1", 80), timeout=2):  # TEST-NET-1.
+      return "connected"
+  out["outside"] = _attempt(outside)
+  out["interfaces"] = _attempt(lambda: sorted(n for _, n in socket.if_nameindex()))
+  return out
+
+
+def identity(payload: dict) -> dict:
+  """Who and where the jail's process is."""
+  import socket
+  del payload
+  return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
+          "setuid0": _attempt(lambda: os.setuid(0)),
+          "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+          "hostname": socket.gethostname(), "root": sorted(os.listdir("/")),
+          "cwd": os.getcwd(), "tmpdir": os.environ.get("TMPDIR"),
+          "cwd_writable": os.access(os.getcwd(), os.W_OK),
+          "usr_writable": _attempt(lambda: open("/usr/spark_jail_probe", "w")),
+          "dev": sorted(os.listdir("/dev"))}
+
+
+def daemon_escape(payload: dict) -> dict:
+  """Leaves a detached daemon (setsid, double fork, empty environment) and returns."""
+  flag = os.path.join(os.getcwd(), "daemon_started")
+  _daemon([sys.executable, "-c", SLEEPER, payload["token"], flag])
+  deadline = time.monotonic() + 20
+  while time.monotonic() < deadline and not os.path.exists(flag):
+    time.sleep(0.02)
+  return {"started": os.path.exists(flag)}
+
+
+def fork_bomb(payload: dict) -> dict:
+  """Forks sleeping copies until fork fails (or ``payload['attempts']``); reports how many."""
+  n, error = 0, ""
+  try:
+    while n < payload["attempts"]:
+      if os.fork() == 0:
+        time.sleep(600)
+        os._exit(0)
+      n += 1
+  except OSError as e:
+    error = type(e).__name__
+  return {"forked": n, "error": error}
+
+
+def huge_file(payload: dict) -> dict:
+  """Writes one file of ``payload['mb']`` MiB into the workdir."""
+  block = b"\0" * 2**20
+
+  def write():
+    with open("big.bin", "wb") as f:
+      for _ in range(payload["mb"]):
+        f.write(block)
+    return "written"
+  return {"write": _attempt(write), "size": os.path.getsize("big.bin")}
+
+
+def fill_workdir(payload: dict) -> dict:
+  """Writes ``payload['files']`` files of ``payload['kb']`` KiB each, then hangs."""
+  block = b"\1" * (payload["kb"] * 1024)
+  for i in range(payload["files"]):
+    with open(f"fill_{i}", "wb") as f:
+      f.write(block)
   sleep_forever(payload)
   return {}
+
+
+def fill_tmp(payload: dict) -> dict:
+  """Writes ``payload['name']`` in /tmp and /dev/shm until they are full (tmpfs)."""
+  out = {}
+  block = b"\2" * 2**20
+  for where in ("/tmp", "/dev/shm"):
+    written = 0
+    try:
+      with open(os.path.join(where, payload["name"]), "wb") as f:
+        for _ in range(4096):
+          f.write(block)
+          f.flush()
+          written += 1
+    except OSError as e:
+      out[where + "_error"] = type(e).__name__
+    out[where] = written
+  return out
+
+
+def poison(payload: dict) -> dict:
+  """Leaves traces for the next request: a module attribute, a file in /tmp, a variable."""
+  import json
+  del payload
+  json.POISONED = True
+  os.environ["POISONED"] = "1"
+  with open("/tmp/poisoned", "w") as f:
+    f.write("1")
+  return {"poisoned": True}
+
+
+def poisoned(payload: dict) -> dict:
+  """Reports any trace ``poison`` left."""
+  import json
+  del payload
+  return {"module": getattr(json, "POISONED", False), "env": os.environ.get("POISONED"),
+          "tmp": os.path.exists("/tmp/poisoned"), "files": sorted(os.listdir("."))}
+
+
+def read_input_write_output(payload: dict) -> dict:
+  """Reads the input file the caller put in the workdir, writes an output file there."""
+  with open(payload["input"]) as f:
+    text = f.read()
+  with open(payload["output"], "w") as f:
+    f.write(text.upper())
+  with open(payload["program"]) as f:
+    program = f.read()
+  return {"input": payload["input"], "output": payload["output"], "program": payload["program"],
+          "program_text": program, "cwd": os.getcwd()}

@@ -1,0 +1,320 @@
+"""Tests for ``spark_clrs.scoring`` (the trusted scorer) and what the jail is given.
+
+No training and no child process: the Triplet-GMPNN seed at its initial parameters
+proves that blanking every hint step after the first leaves CLRS's predictions
+bit-identical, and that the trusted score of predictions that crossed the boundary as
+``.npz`` equals ``clrs.evaluate`` and the in-process ``evaluator.score`` exactly. The
+file reader is attacked with symlinks, FIFOs, pickles and oversized files; the
+checkpoint selector is driven with hand-made checkpoints.
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+import threading
+import time
+
+import clrs
+import jax
+import numpy as np
+from absl.testing import absltest
+
+import processors
+from spark_clrs import data, evaluator, profiles, scoring
+
+PROFILE = profiles.get_profile("quick", hidden=16)
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(x).view(np.uint8)
+
+
+class SeedPredictionsTest(absltest.TestCase):
+  """One model at its initial parameters, predicted on full and on blanked hints."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    evaluator.configure_jax()
+    cls.spec, cls.sets = data.build_eval_sets(PROFILE)
+    factory = processors.load("triplet_gmpnn", use_ln=True, nb_triplet_fts=8)
+    dummy = cls.sets["val"].batches[0]
+    cls.model = evaluator.build_model(PROFILE, factory, cls.spec, dummy, "/tmp")
+    evaluator.make_initializer(cls.model)(dummy.features, 1)
+    cls.fns = {"predict": evaluator.make_predictor(cls.model, cls.spec)}
+    cls.key = jax.random.PRNGKey(7)
+
+  def _predict(self, eval_set, blank: bool):
+    """(concatenated predictions, all finite) as the jailed child computes them."""
+    key, parts, finite = self.key, [], True
+    for batch in eval_set.batches:
+      key, sub = jax.random.split(key)
+      features = data.blank_hints(batch.features) if blank else batch.features
+      pred, ok = jax.device_get(self.fns["predict"](self.model._device_params, sub, features))  # pylint: disable=protected-access
+      parts.append({k: np.asarray(v.data) for k, v in pred.items()})
+      finite = finite and bool(ok)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, finite
+
+  def test_blank_hints_keep_first_step_and_shape(self):
+    batch = self.sets["ood_val"].batches[0]
+    blanked = data.blank_hints(batch.features)
+    self.assertGreater(batch.features.hints[0].data.shape[0], 2)
+    changed = False
+    for old, new in zip(batch.features.hints, blanked.hints, strict=True):
+      self.assertEqual(new.data.shape, old.data.shape)
+      self.assertEqual(new.data.dtype, old.data.dtype)
+      np.testing.assert_array_equal(new.data[0], old.data[0])
+      self.assertFalse(new.data[1:].any())
+      changed = changed or old.data[1:].any()
+    self.assertTrue(changed)  # The full hints did carry later steps (e.g. pi_h).
+
+  def test_blanked_hints_give_bit_identical_predictions(self):
+    for name, eval_set in self.sets.items():
+      full, full_finite = self._predict(eval_set, blank=False)
+      blank, blank_finite = self._predict(eval_set, blank=True)
+      self.assertTrue(full_finite and blank_finite)
+      reference, key = [], self.key  # CLRS's own model.predict on the full set.
+      for batch in eval_set.batches:
+        key, sub = jax.random.split(key)
+        pred, _ = self.model.predict(sub, batch.features)
+        reference.append({k: np.asarray(v.data) for k, v in jax.device_get(pred).items()})
+      self.assertEqual(set(full), {dp.name for dp in eval_set.batches[0].outputs})
+      for out in full:
+        ref = np.concatenate([r[out] for r in reference])
+        self.assertEqual(blank[out].dtype, ref.dtype)
+        np.testing.assert_array_equal(_bits(full[out]), _bits(ref), err_msg=name)
+        np.testing.assert_array_equal(_bits(blank[out]), _bits(ref), err_msg=name)
+
+  def test_trusted_score_equals_clrs_evaluate_and_in_process_score(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      root = pathlib.Path(tmp)
+      for name, eval_set in self.sets.items():
+        values, _ = self._predict(eval_set, blank=True)
+        scoring.save_npz(root / "exchange" / f"{name}.npz",
+                         {scoring.prediction_key(name, 3, k): v for k, v in values.items()})
+        arrays = scoring.load_npz(root, f"exchange/{name}.npz")
+        outputs = scoring.truth(eval_set)
+        preds = scoring.predictions_for(arrays, outputs, name, 3)
+        trusted = scoring.score(outputs, preds)
+        self.assertEqual(trusted, clrs.evaluate(outputs, preds)["score"])
+        self.assertEqual(trusted, evaluator.score(self.model, eval_set, self.key))
+
+  def test_features_round_trip_without_outputs(self):
+    arrays, manifest = data.export_features(self.sets, self.spec)
+    manifest = json.loads(json.dumps(manifest))  # It travels in the JSON payload.
+    self.assertFalse([k for k in arrays if "|outputs|" in k or k.endswith("|pi")])
+    for info in manifest["sets"].values():
+      self.assertEqual([o[0] for o in info["outputs"]], ["pi"])
+      self.assertNotIn("data", json.dumps(info["outputs"]))
+    spec, sets = data.import_features(arrays, manifest)
+    self.assertEqual(spec, dict(self.spec))
+    for name, eval_set in self.sets.items():
+      self.assertLen(sets[name], len(eval_set.batches))
+      for got, batch in zip(sets[name], eval_set.batches, strict=True):
+        want = data.blank_hints(batch.features)
+        np.testing.assert_array_equal(got.lengths, want.lengths)
+        for a, b in zip((*got.inputs, *got.hints), (*want.inputs, *want.hints), strict=True):
+          self.assertEqual((a.name, a.location, a.type_), (b.name, b.location, b.type_))
+          np.testing.assert_array_equal(a.data, b.data)
+          self.assertEqual(a.data.dtype, b.data.dtype)
+    dummy = data.placeholder_feedback(sets["val"][0], manifest["sets"]["val"])
+    truth = self.sets["val"].batches[0].outputs
+    self.assertEqual([(d.name, d.data.shape) for d in dummy.outputs],
+                     [(d.name, d.data.shape) for d in truth])
+    self.assertFalse(dummy.outputs[0].data.any())
+
+
+def _pointer_set(n_graphs: int = 64, n_nodes: int = 4) -> tuple[clrs.DataPoint, ...]:
+  rng = np.random.default_rng(0)
+  return (clrs.DataPoint("pi", "node", "pointer",
+                         rng.integers(0, n_nodes, (n_graphs, n_nodes))),)
+
+
+def _preds(data_: np.ndarray) -> dict[str, clrs.DataPoint]:
+  return {"pi": clrs.DataPoint("pi", "node", "pointer", data_.astype(np.float32))}
+
+
+class BootstrapTest(absltest.TestCase):
+
+  def test_perfect_predictions_have_no_spread(self):
+    (truth,) = _pointer_set()
+    ci, per_seed = scoring.bootstrap_half_widths((truth,), [_preds(truth.data)] * 2)
+    self.assertEqual((ci, per_seed), (0.0, [0.0, 0.0]))
+
+  def test_half_width_matches_the_binomial_spread_and_is_reproducible(self):
+    (truth,) = _pointer_set()
+    pred = truth.data.copy()
+    pred[::2] = (pred[::2] + 1) % 4  # Every other graph entirely wrong: score 0.5.
+    metrics = scoring.accuracy_metrics("ood_val_acc", (truth,), [_preds(pred)])
+    self.assertEqual(metrics["ood_val_acc"], 0.5)
+    # Mean of 64 per-graph 0/1 scores: sd 0.0625, so a 95 % half-width near 1.96 sd.
+    self.assertBetween(metrics["ood_val_acc_ci"], 0.09, 0.15)
+    self.assertEqual(metrics["ood_val_acc_ci_per_seed"], [metrics["ood_val_acc_ci"]])
+    again = scoring.accuracy_metrics("ood_val_acc", (truth,), [_preds(pred)])
+    self.assertEqual(again, metrics)
+
+  def test_mean_over_seeds_uses_the_same_graphs(self):
+    (truth,) = _pointer_set()
+    wrong = (truth.data + 1) % 4
+    half = truth.data.copy()
+    half[::2] = wrong[::2]
+    other = truth.data.copy()
+    other[1::2] = wrong[1::2]  # The complement: every resample's mean is exactly 0.5.
+    ci, per_seed = scoring.bootstrap_half_widths((truth,), [_preds(half), _preds(other)])
+    self.assertAlmostEqual(ci, 0.0, places=12)
+    self.assertGreater(min(per_seed), 0.05)
+
+
+class SafeReadTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = pathlib.Path(self.create_tempdir().full_path)
+    (self.root / "exchange").mkdir()
+    self.secret = self.root.parent / "secret.txt"
+    self.secret.write_text("TOP-SECRET-CONTENT\n")
+
+  def assert_refused(self, relpath: str, pattern: str, **kwargs):
+    with self.assertRaisesRegex(scoring.ExchangeError, pattern) as ctx:
+      scoring.load_npz(self.root, relpath, **kwargs)
+    message = str(ctx.exception)
+    self.assertNotIn("TOP-SECRET", message)
+    self.assertNotIn("\n", message)
+
+  def test_round_trip(self):
+    scoring.save_npz(self.root / "exchange" / "a.npz", {"x|1": np.arange(3, dtype=np.int32)})
+    arrays = scoring.load_npz(self.root, "exchange/a.npz")
+    np.testing.assert_array_equal(arrays["x|1"], np.arange(3))
+    with self.assertRaisesRegex(ValueError, "only numeric arrays"):
+      scoring.save_npz(self.root / "b.npz", {"o": np.array([{}], dtype=object)})
+
+  def test_missing(self):
+    self.assert_refused("exchange/none.npz", "exchange/none.npz is missing")
+
+  def test_symlinked_file_and_directory(self):
+    os.symlink(self.secret, self.root / "exchange" / "link.npz")
+    self.assert_refused("exchange/link.npz", "cannot be opened as a plain file")
+    os.symlink(self.root.parent, self.root / "up")
+    self.assert_refused("up/secret.txt", "is not a plain directory")
+    self.assert_refused("exchange/../../secret.txt", "bad path component")
+
+  def test_fifo_does_not_block(self):
+    os.mkfifo(self.root / "exchange" / "fifo.npz")
+    self.assert_refused("exchange/fifo.npz", "not a regular file")
+
+  def test_pickle_garbage_and_size(self):
+    with open(self.root / "exchange" / "pickled.npz", "wb") as f:
+      np.savez(f, obj=np.array([{"a": 1}], dtype=object))
+    self.assert_refused("exchange/pickled.npz", "not a valid .npz of plain arrays")
+    (self.root / "exchange" / "junk.npz").write_bytes(self.secret.read_bytes())
+    self.assert_refused("exchange/junk.npz", "not a valid .npz")
+    scoring.save_npz(self.root / "exchange" / "big.npz", {"x": np.zeros(1000)})
+    self.assert_refused("exchange/big.npz", "over the 100 byte limit", max_bytes=100)
+    with open(self.root / "exchange" / "strings.npz", "wb") as f:
+      np.savez(f, s=np.array(["a", "b"]))
+    self.assert_refused("exchange/strings.npz", "only bool, integer and float")
+
+  def test_unlink_never_follows_a_symlinked_directory(self):
+    outside = self.root.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "victim.npz").write_text("keep")
+    os.symlink(outside, self.root / "exchange" / "ckpt")
+    scoring.unlink(self.root, "exchange/ckpt/victim.npz")
+    self.assertTrue((outside / "victim.npz").exists())
+    self.assertEqual(scoring.list_names(self.root, "exchange/missing"), [])
+
+
+class ValidationTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    (self.truth,) = _pointer_set(8)
+    self.good = {"val|0|pi": self.truth.data.astype(np.float32)}
+
+  def test_valid(self):
+    preds = scoring.predictions_for(self.good, (self.truth,), "val", 0)
+    self.assertEqual(scoring.score((self.truth,), preds), 1.0)
+
+  def test_each_defect_is_named(self):
+    cases = [({}, r"no prediction 'val\|0\|pi'"),
+             ({"val|0|pi": np.zeros((8, 3), np.float32)}, r"shape \(8, 3\), expected \(8, 4\)"),
+             ({"val|0|pi": self.good["val|0|pi"].astype(np.float64)}, "dtype float64"),
+             ({"val|0|pi": np.full((8, 4), np.nan, np.float32)}, "^nonfinite: .*NaN")]
+    for arrays, pattern in cases:
+      with self.assertRaisesRegex(scoring.ExchangeError, pattern):
+        scoring.predictions_for(arrays, (self.truth,), "val", 0)
+
+  def test_param_counts(self):
+    arrays = scoring.flatten_params({
+        "net/algo_0_pos_enc_linear": {"w": np.ones((1, 4), np.float32)},
+        "net/triplet_gmpnn_clrs_processor/linear": {"w": np.ones((4, 4), np.float32),
+                                                    "b": np.ones(4, np.float32)}})
+    arrays["key|val"] = np.zeros(2, np.uint32)
+    self.assertEqual(scoring.count_params(arrays, "state"), scoring.ParamCounts(24, 20))
+    self.assertEqual(scoring.unflatten_params(arrays)["net/algo_0_pos_enc_linear"]["w"].shape,
+                     (1, 4))
+    arrays["params|net/x|w"] = np.array([np.inf], np.float32)
+    with self.assertRaisesRegex(scoring.ExchangeError, "^nonfinite: state: parameter net/x/w"):
+      scoring.count_params(arrays, "state")
+    with self.assertRaisesRegex(scoring.ExchangeError, "holds no parameters"):
+      scoring.count_params({"key|val": np.zeros(2, np.uint32)}, "state")
+
+
+class CheckpointSelectorTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = pathlib.Path(self.create_tempdir().full_path)
+    (self.truth,) = _pointer_set(16)
+    self.ckpt = self.root / "exchange" / "ckpt"
+
+  def _write(self, seed: int, step: int, correct: int, finite: bool = True):
+    pred = self.truth.data.copy()
+    pred[correct:] = (pred[correct:] + 1) % 4
+    params_name, val_name = scoring.checkpoint_names(seed, step)
+    scoring.save_npz(self.ckpt / params_name, {"params|net/m|w": np.full(2, step, np.float32)})
+    scoring.save_npz(self.ckpt / val_name, {f"val|{seed}|pi": pred.astype(np.float32),
+                                            "finite": np.asarray(finite)})
+
+  def test_keeps_the_first_strictly_best_while_the_child_writes(self):
+    selector = scoring.CheckpointSelector(self.root, "exchange/ckpt", (self.truth,), [0, 1],
+                                          poll_s=0.01)
+    selector.start()
+
+    def child():
+      for step, correct, finite in ((0, 4, True), (5, 10, True), (10, 10, True),
+                                    (15, 16, False), (20, 8, True)):
+        self._write(0, step, correct, finite)
+        time.sleep(0.05)
+      self._write(1, 0, 2)
+
+    writer = threading.Thread(target=child)
+    writer.start()
+    writer.join()
+    selector.stop()
+    self.assertEqual(selector.best_step(0), 5)  # 10/16 first at step 5; step 15 is NaN.
+    self.assertEqual(selector.best_step(1), 0)
+    self.assertEqual([s for s, _ in selector.scores[0]], [0, 5, 10, 15, 20])
+    self.assertEqual(sorted(os.listdir(self.ckpt)),
+                     ["seed0_step5.params.npz", "seed1_step0.params.npz"])
+    np.testing.assert_array_equal(selector.best_params(0)["params|net/m|w"], [5, 5])
+
+  def test_malformed_checkpoint_fails_with_its_name(self):
+    selector = scoring.CheckpointSelector(self.root, "exchange/ckpt", (self.truth,), [0])
+    self.ckpt.mkdir(parents=True)
+    _, val_name = scoring.checkpoint_names(0, 50)
+    scoring.save_npz(self.ckpt / val_name, {"val|0|pi": np.zeros((16, 2), np.float32)})
+    with self.assertRaisesRegex(scoring.ExchangeError,
+                                "val checkpoint of seed 0 step 50: .* has shape"):
+      selector.stop()
+
+  def test_no_checkpoint(self):
+    selector = scoring.CheckpointSelector(self.root, "exchange/ckpt", (self.truth,), [0])
+    selector.stop()
+    with self.assertRaisesRegex(scoring.ExchangeError, "no val checkpoint for seed 0"):
+      selector.best_params(0)
+
+
+if __name__ == "__main__":
+  absltest.main()
