@@ -289,7 +289,10 @@ def command(argv: Sequence[str], *, workdir: pathlib.Path, env: Mapping[str, str
   args = [bwrap.path, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
           "--unshare-uts", "--unshare-cgroup-try", "--uid", str(JAIL_UID), "--gid",
           str(JAIL_UID), "--hostname", HOSTNAME, "--die-with-parent", "--new-session",
-          "--cap-drop", "ALL"]
+          "--cap-drop", "ALL",
+          # The private /tmp first: read-only binds below it (a venv or checkout under /tmp,
+          # as in a CI clone) are mounted on top of it instead of being hidden by it.
+          "--size", str(int(tmp_mb) << 20), "--tmpfs", "/tmp"]
   for path in readonly_paths(env):
     args += ["--ro-bind", path, path]
   for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -304,7 +307,6 @@ def command(argv: Sequence[str], *, workdir: pathlib.Path, env: Mapping[str, str
     args += ["--ro-bind-try", "/sys", "/sys"]
   args += ["--remount-ro", "/dev",
            "--size", str(int(shm_mb) << 20), "--tmpfs", "/dev/shm",
-           "--size", str(int(tmp_mb) << 20), "--tmpfs", "/tmp",
            "--bind", work, work, "--chdir", work, "--remount-ro", "/", "--clearenv"]
   for key, value in env.items():
     args += ["--setenv", key, value]

@@ -121,11 +121,29 @@ def apply(verbose: bool) -> None:
   warnings.filters[:] = [f for f in warnings.filters if f not in _state.get("warning_filters", [])]
   for name, level in _state.pop("logger_levels", {}).items():
     logging.getLogger(name).setLevel(level)
+  chatter = _state.pop("absl_filter", None)
+  if chatter is not None:
+    logging.getLogger("absl").removeFilter(chatter)
+
+
+class _SamplerChatter(logging.Filter):
+  """Drops CLRS's per-set "Creating a dataset with N samples" INFO lines (absl logger).
+
+  The trusted parent samples the evaluation sets itself, so without this every candidate
+  prints them on the search's console; warnings and errors from CLRS still pass.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    path = record.pathname.replace(os.sep, "/")
+    return record.levelno >= logging.WARNING or not path.endswith("clrs/_src/samplers.py")
 
 
 def _python_side() -> None:
   if "logger_levels" in _state:
     return
+  chatter = _SamplerChatter()
+  logging.getLogger("absl").addFilter(chatter)
+  _state["absl_filter"] = chatter
   before = list(warnings.filters)
   warnings.filterwarnings("ignore", module=_NOISY_MODULES)
   _state["warning_filters"] = [f for f in warnings.filters if f not in before]

@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -91,9 +92,21 @@ class CommandLineTest(absltest.TestCase):
     self.assertFalse(any(a.startswith("/dev/nvidia") for a in args))  # No GPU given.
     self.assertNotIn("/sys", readonly)
     sizes = [int(args[i + 1]) for i, a in enumerate(args) if a == "--size"]
-    self.assertEqual(sizes, [jail.SHM_MB << 20, jail.TMP_MB << 20])
+    self.assertEqual(sorted(sizes), sorted([jail.SHM_MB << 20, jail.TMP_MB << 20]))
     self.assertEqual(args[args.index("--") + 1:], ["python", "-c", "pass"])
     self.assertEqual(args[args.index("--remount-ro") + 1], "/dev")
+
+  def test_read_only_paths_under_tmp_stay_visible(self):
+    """A checkout or venv under /tmp (a CI clone) is not hidden by the jail's private /tmp."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as code:
+      pathlib.Path(code, "under_tmp_target.py").write_text(
+          "def main(payload):\n  return {'seen': payload['x'] + 1}\n")
+      work = pathlib.Path(self.create_tempdir().full_path)
+      result = sandbox.run_in_child("under_tmp_target:main", {"x": 41},
+                                    workdir=work / "w", limits=FAST,
+                                    extra_env={"PYTHONPATH": code})
+    self.assertEqual(result.status, "ok", result.reason)
+    self.assertEqual(result.value, {"seen": 42})
 
   def test_gpu_nodes_only_when_given(self):
     work = pathlib.Path(self.create_tempdir().full_path)
