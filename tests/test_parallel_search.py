@@ -188,7 +188,8 @@ class LocalSlotsEndToEndTest(absltest.TestCase):
     self.assertEqual(cands[0].status, "evaluated")
     self.assertTrue(result.summary["complete"])
     log = (out / "logs" / "search.log").read_text()
-    self.assertIn("executor: local, 2 evaluation(s) at a time on CPU, warm workers", log)
+    self.assertIn("executor: local, 2 evaluation(s) at a time on CPU, pre-started single-use "
+                  "workers, in the bubblewrap jail", log)
     # Each slot's warm worker forked the children; nothing is left running.
     self.assertTrue((out / "work" / "executor" / "slot-0").is_dir())
 
