@@ -100,13 +100,7 @@ def main(argv: list[str]) -> None:
   quiet.apply_flag()
   from spark_clrs import jail  # pylint: disable=g-import-not-at-top
 
-  try:  # Fail closed before the candidate runs (issue 10).
-    line = jail.check_mode(_SANDBOX.value)
-  except jail.JailUnavailableError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  if _SANDBOX.value == "none":
-    print(line, file=sys.stderr)
+  jail.require_for_cli(_SANDBOX.value)  # Fail closed before candidate code runs.
   try:
     verdict = _run(argv)
   except UsageError as e:

@@ -167,13 +167,7 @@ def main(argv: list[str]) -> None:
   if not _IN_PROCESS.value:
     from spark_clrs import jail  # pylint: disable=g-import-not-at-top
 
-    try:  # Fail closed before the program runs (issue 10).
-      line = jail.check_mode(_SANDBOX.value)
-    except jail.JailUnavailableError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-    if _SANDBOX.value == "none":
-      print(line, file=sys.stderr)
+    jail.require_for_cli(_SANDBOX.value)  # Fail closed before candidate code runs.
   try:
     metrics = run(argv[1])
   except UsageError as e:

@@ -479,15 +479,21 @@ def evaluate_program(program_path: str, profile: profiles_lib.EvalProfile,
 # ---------------------------------------------------------------------- the jailed child
 
 
-def _child_train(payload: dict[str, Any], profile: profiles_lib.EvalProfile,
-                 phases: _Phases) -> dict[str, Any]:
-  """Phase ``train``: trains per seed, writes state, checkpoints and predictions."""
+def _child_inputs(payload: dict[str, Any]) -> tuple[pathlib.Path, list[int], dict[str, Any],
+                                                    Any, dict[str, Any]]:
+  """The exchange dir, seeds, manifest, spec and evaluation inputs a child phase reads."""
   exchange = pathlib.Path.cwd() / payload["exchange"]
-  seeds = [int(s) for s in payload["seeds"]]
   manifest = payload["manifest"]
   with np.load(exchange / payload["inputs"], allow_pickle=False) as npz:
     arrays = {k: npz[k] for k in npz.files}
   spec, sets = data_lib.import_features(arrays, manifest)
+  return exchange, [int(s) for s in payload["seeds"]], manifest, spec, sets
+
+
+def _child_train(payload: dict[str, Any], profile: profiles_lib.EvalProfile,
+                 phases: _Phases) -> dict[str, Any]:
+  """Phase ``train``: trains per seed, writes state, checkpoints and predictions."""
+  exchange, seeds, manifest, spec, sets = _child_inputs(payload)
   dummy = data_lib.placeholder_feedback(sets["val"][0], manifest["sets"]["val"])
   trainer = _Trainer(payload["program"], profile, spec, dummy, phases, first_seed=seeds[0],
                      count_cost=not payload.get("export"))
@@ -536,12 +542,7 @@ def _child_train(payload: dict[str, Any], profile: profiles_lib.EvalProfile,
 def _child_predict(payload: dict[str, Any], profile: profiles_lib.EvalProfile,
                    phases: _Phases) -> dict[str, Any]:
   """Phase ``predict``: predicts the payload's sets from each seed's saved state."""
-  exchange = pathlib.Path.cwd() / payload["exchange"]
-  seeds = [int(s) for s in payload["seeds"]]
-  manifest = payload["manifest"]
-  with np.load(exchange / payload["inputs"], allow_pickle=False) as npz:
-    arrays = {k: npz[k] for k in npz.files}
-  spec, sets = data_lib.import_features(arrays, manifest)
+  exchange, seeds, manifest, spec, sets = _child_inputs(payload)
   dummy = data_lib.placeholder_feedback(sets[payload["dummy_set"]][0],
                                         manifest["sets"][payload["dummy_set"]])
   trainer = _Trainer(payload["program"], profile, spec, dummy, phases, first_seed=None,

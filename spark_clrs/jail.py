@@ -374,3 +374,17 @@ def check_mode(requested: str) -> str:
 __all__ = ["BWRAP_VAR", "Bwrap", "JAIL_UID", "JailUnavailableError", "MODES", "PidsCgroup",
            "available", "check_mode", "command", "find_bwrap", "gpu_devices", "mode",
            "needs_cgroup", "readonly_paths", "require", "set_mode", "unavailable_reason"]
+
+
+def require_for_cli(mode: str) -> None:
+  """A CLI's fail-closed gate: exit 2 with one line when the jail is unavailable.
+
+  With ``mode == "none"`` it prints the explicit opt-in line instead.
+  """
+  try:
+    line = check_mode(mode)
+  except JailUnavailableError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if mode == "none":
+    print(line, file=sys.stderr)
