@@ -7,7 +7,7 @@ r"""Where one candidate's evaluation time goes, against the floor of a bare CLRS
 For the reference seed (``triplet_gmpnn``) under each profile, ``--runs`` times and
 alternating so that both see the same load:
 
-* **ours**: ``spark_clrs.evaluator.evaluate`` in a fresh sandboxed child, exactly as the
+* **ours**: ``spark_clrs.evaluation.evaluator.evaluate`` in a fresh sandboxed child, exactly as the
   search evaluates a candidate with no warm worker;
 * **bare**: a fresh Python that trains the same model (CLRS's own
   ``clrs.get_processor_factory('triplet_gmpnn')``), for the same steps, on the same
@@ -89,8 +89,8 @@ def bare_main(profile_dict: dict[str, Any], seed: int) -> dict[str, Any]:
   import jax
   import numpy as np
 
-  from spark_clrs import data as data_lib
-  from spark_clrs import profiles as profiles_lib
+  from spark_clrs.evaluation import data as data_lib
+  from spark_clrs.evaluation import profiles as profiles_lib
   imported = time.time()
   jax.config.update("jax_num_cpu_devices", 1)
 
@@ -122,7 +122,7 @@ def bare_main(profile_dict: dict[str, Any], seed: int) -> dict[str, Any]:
   compile_s = 0.0
 
   # Sampler build: the fixed evaluation sets and the training sampler, as run.py seeds it
-  # (through the training seed's RandomState; same draws as spark_clrs.data).
+  # (through the training seed's RandomState; same draws as spark_clrs.evaluation.data).
   def build():
     spec, sets = data_lib.build_eval_sets(profile)
     rng = np.random.RandomState(seed)
@@ -195,7 +195,7 @@ def bare_main(profile_dict: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _run_bare(profile, seed: int, env: dict[str, str]) -> dict[str, Any]:
-  from spark_clrs import evaluator  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
 
   env = dict(env)
   if profile.fast_compile:
@@ -228,7 +228,7 @@ def _ours_times(metrics: dict[str, Any], wall: float, interpreter_s: float
 
 
 def _run_ours(profile, seed: int, workdir: pathlib.Path, worker=None) -> dict[str, Any]:
-  from spark_clrs import evaluator  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
 
   result = evaluator.evaluate(PROGRAM, profile, [seed], workdir=workdir,
                               limits=evaluator.default_limits(profile), worker=worker)
@@ -247,7 +247,7 @@ def _interpreter_seconds(env: dict[str, str], repeats: int = 5) -> float:
 
 
 def _profile(name: str):
-  from spark_clrs import profiles  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import profiles  # pylint: disable=g-import-not-at-top
 
   overrides: dict[str, Any] = {}
   if name == "spark":
@@ -299,7 +299,8 @@ def _fixed(times: dict[str, float]) -> float:
 
 def _fixed_cost(profile, seed: int, tmp: pathlib.Path, cold: list[dict]) -> dict[str, Any]:
   """Fixed cost per candidate: fresh child vs warm worker vs warm worker + compile cache."""
-  from spark_clrs import executors, sandbox  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import executors  # pylint: disable=g-import-not-at-top
+  from spark_clrs.isolation import sandbox
 
   preload = executors.EVAL_PRELOAD
   out: dict[str, Any] = {"fresh_child": _median([{"f": _fixed(t)} for t in cold], "f")}
@@ -330,7 +331,7 @@ def _fixed_cost(profile, seed: int, tmp: pathlib.Path, cold: list[dict]) -> dict
 
 
 def driver() -> None:
-  from spark_clrs import profiles  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import profiles  # pylint: disable=g-import-not-at-top
 
   os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # Cold compiles unless stated.
   env = dict(os.environ)

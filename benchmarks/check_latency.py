@@ -28,7 +28,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from spark_clrs import checks, sandbox
+from spark_clrs import checks
+from spark_clrs.isolation import sandbox
 
 _MODE = flags.DEFINE_enum("mode", "both", ["warm", "cold", "both"], "Which workers to time.")
 _COLD_CASES = flags.DEFINE_integer("cold_cases", 6, "Valid cases timed with a fresh child "

@@ -123,12 +123,12 @@ if len(devices) != 1:
   raise SystemExit(f"expected exactly one device, JAX sees {len(devices)}")
 EOF
 
-# Every evaluation below runs in the bubblewrap jail (spark_clrs.jail) with the GPU's
+# Every evaluation below runs in the bubblewrap jail (spark_clrs.isolation.jail) with the GPU's
 # device nodes bound (sandbox.gpu_given: CUDA_VISIBLE_DEVICES is set); fail closed here,
 # in one line, where the image cannot create the jail's namespaces.
 echo "== jail"
 "$PY" - <<'EOF'
-from spark_clrs import jail
+from spark_clrs.isolation import jail
 try:
   print(jail.check_mode("bwrap"))
 except jail.JailUnavailableError as e:

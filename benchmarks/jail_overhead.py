@@ -4,7 +4,7 @@ r"""What the bubblewrap jail costs a candidate: jailed vs unjailed, in one run.
         [--profile=quick] [--profile_overrides=train_steps=20,...] [--output=FILE.json]
 
 Evaluates ``--program`` under ``--profile`` (the evaluation a search runs for every
-candidate, ``spark_clrs.evaluator.evaluate``) ``--runs`` times through each of two
+candidate, ``spark_clrs.evaluation.evaluator.evaluate``) ``--runs`` times through each of two
 pre-started single-use ``sandbox.Worker``s, exactly as ``LocalExecutor`` does:
 
 * **jail**: ``--sandbox=bwrap`` (the default): each interpreter inside bubblewrap;
@@ -43,7 +43,8 @@ def _load() -> str:
 
 def main(argv: list[str]) -> None:
   del argv
-  from spark_clrs import evaluator, executors, jail, profiles, sandbox
+  from spark_clrs.evaluation import evaluator, executors, profiles
+  from spark_clrs.isolation import jail, sandbox
 
   overrides = {}
   for item in _OVERRIDES.value:

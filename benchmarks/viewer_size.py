@@ -31,8 +31,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from spark_clrs import regions, viewer  # noqa: E402
-from spark_clrs.archive_db import ArchiveDB  # noqa: E402
+from spark_clrs.analysis import viewer  # noqa: E402
+from spark_clrs.programs import regions  # noqa: E402
+from spark_clrs.search.archive_db import ArchiveDB  # noqa: E402
 
 SYSTEM_PROMPT = ("You are an expert in graph neural networks and neural algorithmic reasoning. "
                  "You edit one factor of a CLRS processor at a time. ") * 12
@@ -58,7 +59,7 @@ def build_archive(run_dir: pathlib.Path, n: int = 1000, *, hostile: bool = False
   """
   import numpy as np
 
-  from spark_clrs import summary as summary_lib
+  from spark_clrs.search import summary as summary_lib
 
   run_dir.mkdir(parents=True, exist_ok=True)
   (run_dir / "results").mkdir(exist_ok=True)

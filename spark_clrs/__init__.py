@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"search": "spark_clrs.search", "SearchResult": "spark_clrs.search",
+_LAZY = {"search": "spark_clrs.search.api", "SearchResult": "spark_clrs.search.api",
          "SearchConfig": "spark_clrs.config"}
 
 

@@ -9,7 +9,7 @@ import importlib
 import pathlib
 import types
 
-from spark_clrs import controller
+from spark_clrs.search import controller
 
 search = importlib.import_module("spark_clrs.search")  # The module (the package exports a function).
 

@@ -13,8 +13,8 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
-from spark_clrs import archive as archive_lib
 from spark_clrs.proposers import options as engine_options
+from spark_clrs.search import archive as archive_lib
 
 SEED_FEATURES = {"macs": 1000.0, "param_count": 100.0}
 

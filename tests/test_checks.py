@@ -21,7 +21,10 @@ import pytest
 from absl.testing import absltest
 
 import processors
-from spark_clrs import checks, macs, regions, sandbox
+from spark_clrs import checks
+from spark_clrs.evaluation import macs
+from spark_clrs.isolation import sandbox
+from spark_clrs.programs import regions
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CORPUS_PY = REPO / "tests" / "data" / "candidates" / "corpus.py"

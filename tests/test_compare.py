@@ -11,7 +11,9 @@ from unittest import mock
 
 from absl.testing import absltest
 
-from spark_clrs import archive_db, compare, config, tables
+from spark_clrs import config
+from spark_clrs.analysis import compare, tables
+from spark_clrs.search import archive_db
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import tiny_compare  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.data``: on-the-fly CLRS data, fixed and reproducible eval sets.
+"""Tests for ``spark_clrs.evaluation.data``: on-the-fly CLRS data, fixed and reproducible eval sets.
 
 Proves that OOD-val and OOD-test are different, disjoint sample sets reproducible from
 their seeds, that ``spark``'s OOD-test is exactly CLRS's official test split, and that
@@ -9,7 +9,7 @@ import clrs
 import numpy as np
 from absl.testing import absltest
 
-from spark_clrs import data, profiles
+from spark_clrs.evaluation import data, profiles
 
 
 def _arrays(eval_set: data.EvalSet) -> list[np.ndarray]:

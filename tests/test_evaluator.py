@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.evaluator`` and its CLI ``python -m spark_clrs.evaluate``.
+"""Tests for ``spark_clrs.evaluation.evaluator`` and its CLI ``python -m spark_clrs.evaluate``.
 
 End to end on the Triplet-GMPNN seed at a tiny override (3 steps, hidden 16, two
 seeds) through the real sandboxed child: one JSON object with every SPEC §4 metric, and
@@ -29,7 +29,7 @@ import pytest
 from absl.testing import absltest
 
 import processors
-from spark_clrs import data, evaluator, macs, profiles
+from spark_clrs.evaluation import data, evaluator, macs, profiles
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEED = REPO / "seeds" / "triplet_gmpnn.py"
@@ -140,7 +140,7 @@ class EvaluatorTest(absltest.TestCase):
   def test_one_device_is_enforced(self):
     script = textwrap.dedent("""\
         import jax
-        from spark_clrs import evaluator
+        from spark_clrs.evaluation import evaluator
         evaluator.configure_jax()
         print(jax.local_device_count())
         """)

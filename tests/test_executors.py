@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.executors`` that need neither JAX training nor Ray.
+"""Tests for ``spark_clrs.evaluation.executors`` that need neither JAX training nor Ray.
 
 Slot/device assignment and concurrency of the local executor (with a fake evaluation),
 the one-line error without Ray, and the guardian that kills a Ray evaluation's sandboxed
@@ -20,7 +20,7 @@ import psutil
 from absl.testing import absltest
 
 import spark_clrs
-from spark_clrs import executors
+from spark_clrs.evaluation import executors
 
 
 def _gone(pid: int) -> bool:
@@ -91,7 +91,7 @@ class LocalExecutorTest(absltest.TestCase):
     ex = executors.LocalExecutor(2, workdir=self.tmp, devices=["0", "1"], warm=False)
     # `from spark_clrs import evaluator` reads the package attribute once the real module
     # was imported by an earlier test, so patch it there as well as in sys.modules.
-    with mock.patch.dict(sys.modules, {"spark_clrs.evaluator": fake_module}), \
+    with mock.patch.dict(sys.modules, {"spark_clrs.evaluation.evaluator": fake_module}), \
         mock.patch.object(spark_clrs, "evaluator", fake_module, create=True):
       threads = [threading.Thread(target=ex.evaluate, args=("p.py", None, [0]),
                                   kwargs={"workdir": self.tmp / str(i), "limits": None})
@@ -136,7 +136,7 @@ class GuardianTest(absltest.TestCase):
     # own session with HOME in the task's directory (as sandbox.run_in_child does).
     worker_code = textwrap.dedent(f"""
         import os, pathlib, subprocess, sys, time
-        from spark_clrs import executors
+        from spark_clrs.evaluation import executors
         root = pathlib.Path({str(root)!r})
         guardian = executors._Guardian(root)
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],

@@ -14,9 +14,13 @@ from absl.testing import absltest, parameterized
 from llm_server import Reply, ScriptedServer
 
 import processors
-from spark_clrs import archive_db, config, dedup, entanglement, noise, offline, regions, rundir
-from spark_clrs.controller import Controller
+from spark_clrs import config
+from spark_clrs.evaluation import noise
+from spark_clrs.llm import offline
+from spark_clrs.programs import dedup, entanglement, regions
 from spark_clrs.proposers import Proposal
+from spark_clrs.search import archive_db, rundir
+from spark_clrs.search.controller import Controller
 
 SEED = (processors.SEEDS_DIR / "triplet_gmpnn.py").read_text()
 FACTORS = ("OPERATOR", "ACTION")
@@ -125,7 +129,7 @@ class NoWastedEvaluationsTest(_Case):
     self.assertLen(evaluate.calls, 2)
     with self.subTest("rejection reused"):
       db_path = pathlib.Path(self.create_tempdir().full_path) / "archive.sqlite"
-      from spark_clrs import archive as archive_lib
+      from spark_clrs.search import archive as archive_lib
 
       a = archive_lib.Archive(db_path)
       a.record_proposal(0, parent_id=None, island=None, strategy="seed", scope=None,
@@ -296,7 +300,7 @@ class NoiseTest(_Case):
 
 
 def offline_note():
-  from spark_clrs import tables
+  from spark_clrs.analysis import tables
 
   return tables.OFFLINE_NOTE
 
@@ -304,7 +308,7 @@ def offline_note():
 class OfflineHeaderTest(absltest.TestCase):
 
   def test_proposer_note(self):
-    from spark_clrs import tables
+    from spark_clrs.analysis import tables
 
     self.assertEqual(tables.proposer_note(["spark/offline"], ["spark"]), tables.OFFLINE_NOTE)
     self.assertEqual(tables.proposer_note([""], ["openevolve"]), tables.OFFLINE_NOTE)

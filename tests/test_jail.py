@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.jail``: which bwrap, its command line, and failing closed.
+"""Tests for ``spark_clrs.isolation.jail``: which bwrap, its command line, and failing closed.
 
 The fail-closed cases point ``$SPARK_CLRS_BWRAP`` at small shell scripts standing in for
 a broken bwrap (one that does not run, one that runs but cannot create namespaces, as in
@@ -16,7 +16,7 @@ from unittest import mock
 from absl.testing import absltest
 
 from spark_clrs import config as config_lib
-from spark_clrs import jail, sandbox
+from spark_clrs.isolation import jail, sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGETS_ENV = {"PYTHONPATH": str(ROOT / "tests" / "data")}

@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.macs``: exact MACs and parameter counts of one processor step.
+"""Tests for ``spark_clrs.evaluation.macs``: exact MACs and parameter counts of one processor step.
 
 A one-``hk.Linear`` processor has hand-computable MACs (and XLA's whole-call flops are
 exactly twice them plus the bias adds); Triplet-GMPNN's count matches its operator-by-
@@ -13,7 +13,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 import processors
-from spark_clrs import macs
+from spark_clrs.evaluation import macs
 
 H = 16
 

@@ -12,7 +12,9 @@ import pytest
 from absl.testing import absltest, parameterized
 
 import processors
-from spark_clrs import checks, llm, offline, offline_moves, prompts, regions
+from spark_clrs import checks, llm
+from spark_clrs.llm import offline, offline_moves, prompts
+from spark_clrs.programs import regions
 from spark_clrs.proposers import context
 
 FACTORS = ("OPERATOR", "ACTION")

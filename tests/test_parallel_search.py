@@ -17,10 +17,11 @@ from unittest import mock
 
 from absl.testing import absltest
 
-from spark_clrs import archive as archive_lib
-from spark_clrs import archive_db, regions, rundir
 from spark_clrs import config as config_lib
-from spark_clrs.controller import Controller
+from spark_clrs.programs import regions
+from spark_clrs.search import archive as archive_lib
+from spark_clrs.search import archive_db, rundir
+from spark_clrs.search.controller import Controller
 
 JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
 

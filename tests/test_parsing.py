@@ -3,7 +3,7 @@
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from spark_clrs import regions
+from spark_clrs.programs import regions
 from spark_clrs.proposers import parsing
 from spark_clrs.proposers.bandit import ucb_choose
 

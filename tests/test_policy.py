@@ -1,11 +1,13 @@
-"""Tests for ``spark_clrs.policy``: the AST allow-list never runs the code it judges."""
+"""Tests for ``spark_clrs.checks.policy``: the AST allow-list never runs the code it judges."""
 
 import textwrap
 
 from absl.testing import absltest, parameterized
 
 import processors
-from spark_clrs import offline_moves, policy, regions
+from spark_clrs.checks import policy
+from spark_clrs.llm import offline_moves
+from spark_clrs.programs import regions
 
 ALLOWED = textwrap.dedent('''
     import collections

@@ -1,10 +1,10 @@
-"""Tests for ``spark_clrs.profiles``: the SPEC §4 protocols, overrides and their errors."""
+"""Tests for ``spark_clrs.evaluation.profiles``: the SPEC §4 protocols, overrides and their errors."""
 
 import json
 
 from absl.testing import absltest
 
-from spark_clrs import profiles
+from spark_clrs.evaluation import profiles
 
 
 class ProfilesTest(absltest.TestCase):

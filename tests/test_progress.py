@@ -4,7 +4,7 @@ import io
 
 from absl.testing import absltest
 
-from spark_clrs import progress
+from spark_clrs.search import progress
 
 
 class _Tty(io.StringIO):

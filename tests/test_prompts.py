@@ -5,7 +5,7 @@ import re
 
 from absl.testing import absltest
 
-from spark_clrs import prompts
+from spark_clrs.llm import prompts
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ class ShippedTemplatesTest(absltest.TestCase):
     # Role prompts live in prompts/; Python modules of the LLM side hold none of their wording.
     phrases = [line.strip() for name in ("router.system", "refiner.system", "rewriter.system")
                for line in prompts.load(f"spark/{name}").splitlines() if len(line.strip()) > 40]
-    sources = [ROOT / "spark_clrs" / "llm.py", ROOT / "spark_clrs" / "offline.py",
+    sources = [*sorted((ROOT / "spark_clrs" / "llm").glob("*.py")),
                *sorted((ROOT / "spark_clrs" / "proposers").glob("*.py"))]
     for path in sources:
       text = path.read_text()

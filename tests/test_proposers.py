@@ -13,7 +13,8 @@ from absl.testing import absltest, parameterized
 from llm_server import Reply, ScriptedServer, Status
 
 import processors
-from spark_clrs import llm, regions
+from spark_clrs import llm
+from spark_clrs.programs import regions
 from spark_clrs.proposers import (
   Outcome,
   ParentInfo,

@@ -23,8 +23,10 @@ from unittest import mock
 from absl.testing import absltest
 from llm_server import Reply, ScriptedServer, Status
 
-from spark_clrs import archive_db, config, offline, rundir
-from spark_clrs.controller import Controller, SearchError
+from spark_clrs import config
+from spark_clrs.llm import offline
+from spark_clrs.search import archive_db, rundir
+from spark_clrs.search.controller import Controller, SearchError
 
 ITERATIONS = 3
 CONTEXT_ERROR = ("This model's maximum context length is 8192 tokens. However, your messages "

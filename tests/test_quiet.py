@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.quiet``: library chatter off the console unless ``--verbose``."""
+"""Tests for ``spark_clrs.cli.quiet``: library chatter off the console unless ``--verbose``."""
 
 import subprocess
 import sys
@@ -12,7 +12,7 @@ _SNIPPET = textwrap.dedent("""
     from absl import logging
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO)
-    from spark_clrs import quiet
+    from spark_clrs.cli import quiet
     import clrs
     quiet.install(verbose=False)
     quiet.apply(sys.argv[1] == "verbose")

@@ -21,7 +21,9 @@ import psutil
 import pytest
 from absl.testing import absltest
 
-from spark_clrs import archive_db, executors, jail, profiles, sandbox
+from spark_clrs.evaluation import executors, profiles
+from spark_clrs.isolation import jail, sandbox
+from spark_clrs.search import archive_db
 
 try:
   import ray
@@ -45,7 +47,7 @@ def _sandbox_children() -> list[psutil.Process]:
         continue
       home = p.environ().get("HOME", "")
       in_task = f"{os.sep}{executors.RAY_TASK_PREFIX}" in home
-      if in_task and "spark_clrs._sandbox_child" in " ".join(p.cmdline()):
+      if in_task and "spark_clrs.isolation.child" in " ".join(p.cmdline()):
         found.append(p)
     except psutil.Error:
       continue

@@ -24,7 +24,7 @@ from unittest import mock
 import psutil
 from absl.testing import absltest
 
-from spark_clrs import jail, sandbox
+from spark_clrs.isolation import jail, sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENV = {"PYTHONPATH": str(ROOT / "tests" / "data")}

@@ -23,7 +23,8 @@ from unittest import mock
 import psutil
 from absl.testing import absltest
 
-from spark_clrs import checks, sandbox
+from spark_clrs import checks
+from spark_clrs.isolation import sandbox
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CORPUS_PY = REPO / "tests" / "data" / "candidates" / "corpus.py"

@@ -1,11 +1,11 @@
-"""Tests for ``spark_clrs.regions``: parsing, replacing and diffing factor regions."""
+"""Tests for ``spark_clrs.programs.regions``: parsing, replacing and diffing factor regions."""
 
 import textwrap
 
 from absl.testing import absltest, parameterized
 
 import processors
-from spark_clrs import regions
+from spark_clrs.programs import regions
 
 PROGRAM = textwrap.dedent('''\
     """A toy program with two factor regions."""

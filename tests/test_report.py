@@ -9,7 +9,7 @@ import sys
 
 from absl.testing import absltest
 
-from spark_clrs import report
+from spark_clrs.analysis import report
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import tiny_compare  # noqa: E402

@@ -6,7 +6,7 @@ import tempfile
 from absl.testing import absltest
 
 from spark_clrs import config as config_lib
-from spark_clrs import rundir
+from spark_clrs.search import rundir
 
 
 class RunDirTest(absltest.TestCase):

@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.sandbox``: every way a child can misbehave has its own status.
+"""Tests for ``spark_clrs.isolation.sandbox``: every way a child can misbehave has its own status.
 
 The misbehaving targets live in ``tests/data/sandbox_targets.py`` and run only inside
 the sandbox (the bubblewrap jail, the default; ``NoJailTest`` repeats a few with
@@ -20,7 +20,7 @@ from unittest import mock
 import psutil
 from absl.testing import absltest
 
-from spark_clrs import jail, sandbox
+from spark_clrs.isolation import jail, sandbox
 
 TARGETS_DIR = str(pathlib.Path(__file__).resolve().parent / "data")
 ENV = {"PYTHONPATH": TARGETS_DIR}

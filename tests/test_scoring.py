@@ -1,4 +1,4 @@
-"""Tests for ``spark_clrs.scoring`` (the trusted scorer) and what the jail is given.
+"""Tests for ``spark_clrs.evaluation.scoring`` (the trusted scorer) and what the jail is given.
 
 No training and no child process: the Triplet-GMPNN seed at its initial parameters
 proves that blanking every hint step after the first leaves CLRS's predictions
@@ -21,7 +21,7 @@ import numpy as np
 from absl.testing import absltest
 
 import processors
-from spark_clrs import data, evaluator, profiles, scoring
+from spark_clrs.evaluation import data, evaluator, profiles, scoring
 
 PROFILE = profiles.get_profile("quick", hidden=16)
 

@@ -22,9 +22,10 @@ import psutil
 import pytest
 from absl.testing import absltest
 
-from spark_clrs import archive_db, regions, rundir
 from spark_clrs import config as config_lib
-from spark_clrs.controller import Controller, SearchError
+from spark_clrs.programs import regions
+from spark_clrs.search import archive_db, rundir
+from spark_clrs.search.controller import Controller, SearchError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEED_TEXT = (ROOT / "seeds" / "triplet_gmpnn.py").read_text()
@@ -279,7 +280,7 @@ class SearchEndToEndTest(absltest.TestCase):
     sys.path.insert(0, str(ROOT / "tests"))
     from llm_server import Reply, ScriptedServer
 
-    from spark_clrs import offline
+    from spark_clrs.llm import offline
 
     out = self.tmp / "run"
 

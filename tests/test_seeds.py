@@ -21,7 +21,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 import processors
-from spark_clrs import regions
+from spark_clrs.programs import regions
 
 HIDDEN = 16
 BATCH = 2

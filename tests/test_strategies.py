@@ -23,8 +23,9 @@ from absl.testing import absltest, parameterized
 from llm_server import Reply, ScriptedServer
 
 import processors
-from spark_clrs import archive, config, llm, offline, offline_moves, prompts, regions, rundir
-from spark_clrs.controller import Controller
+from spark_clrs import config, llm
+from spark_clrs.llm import offline, offline_moves, prompts
+from spark_clrs.programs import diffs, regions
 from spark_clrs.proposers import (
   ContextRequest,
   IslandReset,
@@ -32,13 +33,14 @@ from spark_clrs.proposers import (
   ParentInfo,
   ProposalHistory,
   ProposerConfig,
-  diffs,
   make_proposer,
   parsing,
   population,
   strategies,
 )
 from spark_clrs.proposers import options as engine_options
+from spark_clrs.search import archive, rundir
+from spark_clrs.search.controller import Controller
 
 FACTORS = ("OPERATOR", "ACTION")
 SEED = (processors.SEEDS_DIR / "triplet_gmpnn.py").read_text()

@@ -12,7 +12,7 @@ from unittest import mock
 
 from absl.testing import absltest
 
-from spark_clrs import transfer
+from spark_clrs.analysis import transfer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"

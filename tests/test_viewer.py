@@ -19,8 +19,10 @@ from unittest import mock
 
 from absl.testing import absltest
 
-from spark_clrs import archive_db, quiet, report, rundir, viewer
 from spark_clrs import config as config_lib
+from spark_clrs.analysis import report, viewer
+from spark_clrs.cli import quiet
+from spark_clrs.search import archive_db, rundir
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -188,7 +190,7 @@ class ControllerRefreshTest(absltest.TestCase):
     cfg = config_lib.SearchConfig(output=str(tmp / "run"), profile="quick",
                                   feasibility_check=False, progress="none", num_islands=2,
                                   iterations=4)
-    from spark_clrs.controller import Controller
+    from spark_clrs.search.controller import Controller
 
     writes = []
     real = viewer.write_run_page
@@ -231,7 +233,7 @@ class QuietConsoleTest(absltest.TestCase):
     code = f"""
         import os, sys
         sys.argv = ["spark_clrs.search", *{list(args)!r}]
-        from spark_clrs import quiet
+        from spark_clrs.cli import quiet
         print(quiet.install(), os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
         os.write(2, {(self.NOISE + self.KEPT).encode()!r})  # As C++ code writes: fd 2.
         sys.stderr.write("python stderr\\n")
@@ -269,7 +271,7 @@ class ProgressOutputTest(absltest.TestCase):
 
   CODE = """
       import time
-      from spark_clrs import progress
+      from spark_clrs.search import progress
       bar = progress.Progress(3, start=1, mode="{mode}")
       print(bar.mode, flush=True)
       bar.update(2, best=0.25, valid_rate=1.0)

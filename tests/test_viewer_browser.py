@@ -23,7 +23,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from spark_clrs import archive_db
+from spark_clrs.search import archive_db
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

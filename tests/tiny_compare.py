@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from unittest import mock
 
-from spark_clrs import compare
+from spark_clrs.analysis import compare
 
 JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
 ENV = {"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE), "MPLBACKEND": "Agg"}

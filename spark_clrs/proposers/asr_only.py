@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import prompts, regions
-from spark_clrs.llm import LLMRecord
+from spark_clrs.llm import LLMRecord, prompts
+from spark_clrs.programs import regions
 from spark_clrs.proposers import context
 from spark_clrs.proposers.base import ParentInfo, Proposal, ProposalHistory
 from spark_clrs.proposers.registry import register

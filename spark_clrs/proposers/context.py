@@ -19,8 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from spark_clrs import prompts
-from spark_clrs.llm import LLMClient, LLMRecord
+from spark_clrs.llm import LLMClient, LLMRecord, prompts
 from spark_clrs.proposers.base import Outcome, ProposalHistory
 
 # What a prompt may leave out to fit a window, first to go first.

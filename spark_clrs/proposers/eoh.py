@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import prompts
-from spark_clrs.llm import LLMRecord
+from spark_clrs.llm import LLMRecord, prompts
 from spark_clrs.proposers import context, parsing, population
 from spark_clrs.proposers.base import ContextRequest, ParentInfo, ProposalHistory
 from spark_clrs.proposers.freeform import FreeformProposer, PromptPlan, join_entries, shown

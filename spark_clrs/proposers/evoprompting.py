@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import prompts
+from spark_clrs.llm import prompts
 from spark_clrs.proposers import context, population
 from spark_clrs.proposers.base import ContextRequest, ParentInfo, ProposalHistory
 from spark_clrs.proposers.freeform import FreeformProposer, PromptPlan, join_entries, shown

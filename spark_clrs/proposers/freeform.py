@@ -14,7 +14,7 @@ and records the prompt structure in the decision. The prompts carry
 no model is configured; ``edit`` names the kind of edit the prompt asks for (``one``
 change, a ``parameter`` change, a ``diff``, a ``crossover`` of the ``others`` with the
 base, an ``explore`` idea unlike all the programs shown), so that the offline answer is
-the kind of edit the strategy's prompt requests (spark_clrs.offline).
+the kind of edit the strategy's prompt requests (spark_clrs.llm.offline).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import prompts, regions
-from spark_clrs.llm import LLMClient, LLMRecord
+from spark_clrs.llm import LLMClient, LLMRecord, prompts
+from spark_clrs.programs import regions
 from spark_clrs.proposers import context, parsing
 from spark_clrs.proposers.base import (
   ParentInfo,

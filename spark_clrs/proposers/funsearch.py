@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spark_clrs import prompts
+from spark_clrs.llm import prompts
 from spark_clrs.proposers import population
 from spark_clrs.proposers.base import ContextRequest, IslandReset, ParentInfo, ProposalHistory
 from spark_clrs.proposers.freeform import FreeformProposer, PromptPlan, join_entries

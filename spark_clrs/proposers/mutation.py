@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import offline_moves, regions
-from spark_clrs.llm import LLMClient
+from spark_clrs.llm import LLMClient, offline_moves
+from spark_clrs.programs import regions
 from spark_clrs.proposers.base import (
   ParentInfo,
   Proposal,

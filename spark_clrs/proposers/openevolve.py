@@ -5,7 +5,7 @@ al. 2025; github.com/codelion/openevolve). Mechanisms:
 
 * **SEARCH/REPLACE diff edits** by default (OpenEvolve's ``diff_based_evolution``):
   the model answers with ``<<<<<<< SEARCH / ======= / >>>>>>> REPLACE`` blocks that
-  are applied to the current program (:mod:`spark_clrs.proposers.diffs`);
+  are applied to the current program (:mod:`spark_clrs.programs.diffs`);
   ``--openevolve_edits=rewrite`` asks for the complete program instead.
 * **Island-local exploitation** (archive sampler ``island``): exploitation draws the
   parent from the parent island's own elites, and the prompt's "top programs" are the
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import prompts
-from spark_clrs.llm import LLMRecord
-from spark_clrs.proposers import context, diffs, parsing
+from spark_clrs.llm import LLMRecord, prompts
+from spark_clrs.programs import diffs
+from spark_clrs.proposers import context, parsing
 from spark_clrs.proposers.base import (
   ContextRequest,
   Outcome,

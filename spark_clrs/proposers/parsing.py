@@ -15,7 +15,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from spark_clrs import llm, regions
+from spark_clrs import llm
+from spark_clrs.programs import regions
 
 _FENCE_OPEN = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([A-Za-z0-9_+.-]*)[^\n]*$", re.MULTILINE)
 _CHANGE_LINE = re.compile(r"^[ \t*#>-]*\**change\**\s*:", re.IGNORECASE | re.MULTILINE)

@@ -58,7 +58,7 @@ def inspirations(archive: _Archive, parent: _Candidate, island: int,
   """The programs ``request`` asks for, from ``archive``, never including ``parent``.
 
   Args:
-    archive: the run's ``spark_clrs.archive.Archive``.
+    archive: the run's ``spark_clrs.search.archive.Archive``.
     parent: the sampled parent candidate.
     island: the island the parent was sampled for.
     request: the proposer's ``context_request``.

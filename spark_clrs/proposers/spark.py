@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import prompts, regions
-from spark_clrs.llm import LLMClient, LLMRecord
+from spark_clrs.llm import LLMClient, LLMRecord, prompts
+from spark_clrs.programs import regions
 from spark_clrs.proposers import context, parsing
 from spark_clrs.proposers.bandit import ucb_choose
 from spark_clrs.proposers.base import (

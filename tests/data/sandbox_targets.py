@@ -63,7 +63,7 @@ def fork_children(payload: dict) -> dict:
   until all three run, then hangs or returns."""
   import subprocess
 
-  from spark_clrs import sandbox
+  from spark_clrs.isolation import sandbox
   token = payload["token"]
   flags = [os.path.join(os.getcwd(), f"started_{i}") for i in range(3)]
   for flag in flags[:2]:
@@ -125,7 +125,7 @@ def small_jax_model(payload: dict) -> dict:
 
 
 def progress_then_hang(payload: dict) -> dict:
-  from spark_clrs import sandbox
+  from spark_clrs.isolation import sandbox
   sandbox.report_progress(stage="shape", candidate=payload.get("name", ""))
   sleep_forever(payload)
   return {}
@@ -144,7 +144,7 @@ def start_token_and_hang(payload: dict) -> dict:
   """Starts a sleeper with ``payload['token']`` in its argv, says so, then hangs."""
   import subprocess
 
-  from spark_clrs import sandbox
+  from spark_clrs.isolation import sandbox
   flag = os.path.join(os.getcwd(), "started")
   subprocess.Popen([sys.executable, "-c", SLEEPER, payload["token"], flag])
   while not os.path.exists(flag):

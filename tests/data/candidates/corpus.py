@@ -17,7 +17,7 @@ import dataclasses
 import json
 import pathlib
 
-from spark_clrs import regions
+from spark_clrs.programs import regions
 
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent
 SEEDS_DIR = CORPUS_DIR.parents[2] / "seeds"

@@ -3,8 +3,8 @@
 Stages, in order: ``parse -> scope -> policy -> interface -> shape -> finite -> budget``.
 The first three read text and syntax trees in this process and never execute candidate
 code. The last four execute it, so they run together in ONE sandboxed child
-(:func:`child_checks`, via :func:`spark_clrs.sandbox.run_in_child` or a warm
-:class:`spark_clrs.sandbox.Worker`):
+(:func:`child_checks`, via :func:`spark_clrs.isolation.sandbox.run_in_child` or a warm
+:class:`spark_clrs.isolation.sandbox.Worker`):
 
 * ``interface``: the program imports, has ``get_processor_factory(use_ln,
   nb_triplet_fts, ...)``, the factory builds a Haiku module named ``*clrs_processor*``
@@ -53,7 +53,9 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-from spark_clrs import policy, regions, sandbox
+from spark_clrs.checks import policy
+from spark_clrs.isolation import sandbox
+from spark_clrs.programs import regions
 
 STAGES = ("parse", "scope", "policy", "interface", "shape", "finite", "budget")
 CHILD_TARGET = "spark_clrs.checks:child_checks"
@@ -68,7 +70,7 @@ MAX_QUOTE_CHARS = 160  # Text quoted from an exception raised by candidate code.
 
 # Modules a warm check worker imports once before forking (see make_worker).
 WORKER_PRELOAD = ("jax", "jax.numpy", "haiku", "numpy", "chex", "spark_clrs.checks",
-                  "spark_clrs.macs", "processors")
+                  "spark_clrs.evaluation.macs", "processors")
 # Checks run on the CPU: they are tiny and must not contend with training on an
 # accelerator (nor preallocate its memory).
 CHILD_ENV = {"JAX_PLATFORMS": "cpu"}
@@ -338,7 +340,7 @@ def trusted_cost(program_dir: pathlib.Path, *, hidden: int | None = None,
   Runs in the parent: reads data only, never the candidate. Raises ``macs.ExportError`` or
   ``ValueError``/``OSError`` with a short reason when the files are missing or do not agree.
   """
-  from spark_clrs import macs
+  from spark_clrs.evaluation import macs
 
   program_dir = pathlib.Path(program_dir)
   serialized = _read_child_file(program_dir / EXPORT_FILE, macs.MAX_EXPORT_BYTES)
@@ -409,7 +411,7 @@ def default_budget(seed: str = "triplet_gmpnn", hidden: int = 128, factor: float
   The seed is trusted code (it ships with the package), so it is loaded in-process.
   """
   import processors
-  from spark_clrs import macs
+  from spark_clrs.evaluation import macs
 
   factory = processors.load(seed, use_ln=True, nb_triplet_fts=nb_triplet_fts)
   cost = macs.processor_cost(factory, hidden=hidden, nb_nodes=nb_nodes)
@@ -900,7 +902,7 @@ def _stage_budget(prog: _Program) -> None:
   """
   import numpy as np
 
-  from spark_clrs import macs
+  from spark_clrs.evaluation import macs
 
   try:
     flat, serialized = macs.export_processor(prog.factory, hidden=prog.hidden,

@@ -45,7 +45,7 @@ from typing import Any
 import clrs
 import numpy as np
 
-from spark_clrs import data as data_lib
+from spark_clrs.evaluation import data as data_lib
 
 EXCHANGE_DIR = "exchange"  # Inside the jail's workdir.
 MAX_FILE_BYTES = 1 << 30  # Largest .npz the trusted side parses (uncompressed members).

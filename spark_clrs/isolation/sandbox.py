@@ -6,7 +6,7 @@ a candidate, every check that runs it and every evaluation goes through
 single-use interpreters that import JAX while the previous request runs). Either way the
 child
 
-* runs inside the bubblewrap jail of :mod:`spark_clrs.jail` (own user, PID, network, IPC,
+* runs inside the bubblewrap jail of :mod:`spark_clrs.isolation.jail` (own user, PID, network, IPC,
   UTS and mount namespaces; the host read-only and mostly invisible; the workdir its only
   writable host directory; uid 65534). ``jail.set_mode("none")`` (``--sandbox=none``)
   is the explicit opt-out: then only the process limits below apply;
@@ -60,7 +60,7 @@ from typing import Any
 
 import psutil
 
-from spark_clrs import jail
+from spark_clrs.isolation import jail
 
 STATUSES = ("ok", "error", "timeout", "crashed", "memory", "output_limit")
 
@@ -69,8 +69,8 @@ STATUSES = ("ok", "error", "timeout", "crashed", "memory", "output_limit")
 MARKER_VAR = "SPARK_SANDBOX_RUN"
 # Environment variable naming the child's progress file (see report_progress).
 PROGRESS_VAR = "SPARK_SANDBOX_PROGRESS"
-_CHILD_MODULE = "spark_clrs._sandbox_child"
-_PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_CHILD_MODULE = "spark_clrs.isolation.child"
+_PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 _TAIL_BYTES = 8192
 _RSS_POLL_S = 0.05
 _DISK_POLL_S = 0.25

@@ -2,7 +2,7 @@
 
 The search keeps ``executor.slots`` evaluations in flight, each one a blocking
 :meth:`Executor.evaluate` call from its own driver thread, with the signature of
-``spark_clrs.evaluator.evaluate``; the driver alone writes the archive.
+``spark_clrs.evaluation.evaluator.evaluate``; the driver alone writes the archive.
 
 * :class:`LocalExecutor` (``--executor=local``): N slots on this machine. Each slot owns
   a ``sandbox.Worker``: pre-started single-use jailed interpreters, the next of which
@@ -50,11 +50,11 @@ from typing import Any
 
 import psutil
 
-from spark_clrs import jail, sandbox
 from spark_clrs.config import EXECUTORS
+from spark_clrs.isolation import jail, sandbox
 
 # What a warm evaluation worker imports once (everything the evaluator child needs).
-EVAL_PRELOAD = ("jax", "jax.numpy", "haiku", "numpy", "clrs", "spark_clrs.evaluator")
+EVAL_PRELOAD = ("jax", "jax.numpy", "haiku", "numpy", "clrs", "spark_clrs.evaluation.evaluator")
 JAX_CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
 RAY_INSTALL_HINT = "pip install -e '.[ray]'"
 RAY_TASK_PREFIX = "spark_clrs_ray_"  # Name prefix of a Ray task's private directory.
@@ -229,7 +229,7 @@ class LocalExecutor(Executor):
   def _in_slot(self, name: str, program_path: str | pathlib.Path, profile: Any,
                seeds: Sequence[int], *, workdir: pathlib.Path,
                limits: sandbox.Limits | None, **extra: Any) -> Any:
-    from spark_clrs import evaluator  # pylint: disable=g-import-not-at-top  # JAX, CLRS.
+    from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top  # JAX, CLRS.
 
     slot = self._free.get()
     try:
@@ -299,7 +299,7 @@ class _Guardian:
 
   def __init__(self, root: pathlib.Path):
     self._proc = subprocess.Popen(
-        [sys.executable, "-m", "spark_clrs.executors", "guard", str(root)],
+        [sys.executable, "-m", "spark_clrs.evaluation.executors", "guard", str(root)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True)
 
@@ -315,7 +315,10 @@ class _Guardian:
 
 def ray_task(request: dict[str, Any]) -> dict[str, Any]:
   """Body of one Ray task: a sandboxed evaluation of the shipped program on this worker."""
-  from spark_clrs import evaluator, profiles  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import (
+    evaluator,  # pylint: disable=g-import-not-at-top
+    profiles,
+  )
 
   jail.set_mode(request.get("sandbox", "bwrap"))  # The driver's --sandbox, never weaker.
   root = pathlib.Path(tempfile.mkdtemp(prefix=RAY_TASK_PREFIX)).resolve()
@@ -417,7 +420,7 @@ class RayExecutor(Executor):
 
   def evaluate(self, program_path: str | pathlib.Path, profile: Any, seeds: Sequence[int], *,
                workdir: pathlib.Path, limits: sandbox.Limits | None = None) -> Any:
-    from spark_clrs import evaluator  # pylint: disable=g-import-not-at-top
+    from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
 
     self.start()
     ray = self._ray
@@ -448,7 +451,7 @@ class RayExecutor(Executor):
 
   @staticmethod
   def _failure(status: str, reason: str, start: float, workdir: pathlib.Path) -> Any:
-    from spark_clrs import evaluator  # pylint: disable=g-import-not-at-top
+    from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
 
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     (pathlib.Path(workdir) / "ray_task.json").write_text(
@@ -480,9 +483,9 @@ def make_executor(kind: str, slots: int, *, workdir: pathlib.Path,
 
 
 def main(argv: list[str]) -> None:
-  """``python -m spark_clrs.executors guard ROOT`` (internal: the Ray task's guardian)."""
+  """``python -m spark_clrs.evaluation.executors guard ROOT`` (internal: the Ray task's guardian)."""
   if len(argv) != 3 or argv[1] != "guard":
-    print("usage: python -m spark_clrs.executors guard ROOT (internal)", file=sys.stderr)
+    print("usage: python -m spark_clrs.evaluation.executors guard ROOT (internal)", file=sys.stderr)
     sys.exit(2)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   guard(pathlib.Path(argv[2]))

@@ -16,7 +16,7 @@ import pathlib
 import re
 
 PROMPTS_ENV = "SPARK_CLRS_PROMPTS"
-DEFAULT_PROMPTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "prompts"
+DEFAULT_PROMPTS_DIR = pathlib.Path(__file__).resolve().parents[2] / "prompts"
 _SLOT = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 

@@ -1,7 +1,7 @@
 """Child half of the sandbox: runs one trusted target function inside the jail.
 
-``spark_clrs.sandbox`` starts this module, inside the bubblewrap jail (``jail.py``), as
-``python -m spark_clrs._sandbox_child REQUEST.json`` (a fresh child) or as ``--worker FD
+``spark_clrs.isolation.sandbox`` starts this module, inside the bubblewrap jail (``jail.py``), as
+``python -m spark_clrs.isolation.child REQUEST.json`` (a fresh child) or as ``--worker FD
 PRELOAD`` (a pre-started single-use worker: it imports ``PRELOAD`` at low CPU priority,
 answers ``ready``, serves exactly one request and exits). It applies the resource limits,
 imports the target ``module:function`` (our own code, never the candidate directly), calls
@@ -209,7 +209,7 @@ def main(argv: list[str]) -> None:
     serve(int(argv[2]), json.loads(argv[3]))
     return
   if len(argv) != 2:
-    print("usage: python -m spark_clrs._sandbox_child REQUEST.json | --worker FD PRELOAD_JSON",
+    print("usage: python -m spark_clrs.isolation.child REQUEST.json | --worker FD PRELOAD_JSON",
           file=sys.stderr)
     sys.exit(2)
   with open(argv[1]) as f:

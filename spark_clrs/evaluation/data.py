@@ -37,7 +37,7 @@ import chex
 import clrs
 import numpy as np
 
-from spark_clrs import profiles as profiles_lib
+from spark_clrs.evaluation import profiles as profiles_lib
 
 # CLRS's examples/run.py: algorithms whose fixed pred_h hint becomes an input.
 PRED_AS_INPUT_ALGOS = frozenset({

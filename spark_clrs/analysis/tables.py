@@ -17,7 +17,7 @@ import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from spark_clrs.rundir import write_atomic
+from spark_clrs.search.rundir import write_atomic
 
 MISSING = "-"
 

@@ -1,6 +1,6 @@
 """The bubblewrap jail around every process that runs candidate code (issue 10).
 
-``spark_clrs.sandbox`` starts each candidate-running interpreter through :func:`command`:
+``spark_clrs.isolation.sandbox`` starts each candidate-running interpreter through :func:`command`:
 new user, PID, network, IPC, UTS and (where the kernel allows) cgroup namespaces; a
 mount namespace that shows only the Python installation, our own package directories,
 ``/usr`` and a few ``/etc`` files, all read-only; a fresh ``/proc`` (only the jail's
@@ -237,7 +237,7 @@ def readonly_paths(env: Mapping[str, str]) -> list[str]:
   """Host paths the jail sees read-only: /usr, the Python installation, our packages, and
   the explicit PYTHONPATH / LD_LIBRARY_PATH entries of the child (never HOME itself, / or
   the project root, which holds run directories)."""
-  project = str(pathlib.Path(__file__).resolve().parent.parent)
+  project = str(pathlib.Path(__file__).resolve().parents[2])
   home = os.path.realpath(os.path.expanduser("~"))
   paths = ["/usr"]
   for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):

@@ -24,8 +24,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from spark_clrs import noise
-from spark_clrs.archive_db import PENDING_STATUSES, Candidate
+from spark_clrs.evaluation import noise
+from spark_clrs.search.archive_db import PENDING_STATUSES, Candidate
 
 FITNESS = "ood_val_acc"
 TEST = "ood_acc"
@@ -149,7 +149,7 @@ def summarize(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
       "best_program_id": None if best is None else best.id,
       "best_ood_val_acc": metric(best, FITNESS),
       # The fitness as a person should read it: std over training seeds, 95% CI over
-      # evaluation graphs (spark_clrs.noise).
+      # evaluation graphs (spark_clrs.evaluation.noise).
       "best_ood_val_acc_noise": noise.of(None if best is None else best.metrics).to_json(),
       "best_ood_acc_noise": noise.of(None if best is None else best.metrics,
                                      TEST).to_json(),

@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from spark_clrs.archive_db import Candidate
+from spark_clrs.search.archive_db import Candidate
 
 
 def best_so_far_curve(candidates: Sequence[Candidate]) -> list[tuple[int, float]]:
@@ -63,7 +63,7 @@ def save_best_so_far(candidates: Sequence[Candidate], path: str | pathlib.Path,
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  from spark_clrs.rundir import write_atomic
+  from spark_clrs.search.rundir import write_atomic
 
   fig = Figure(figsize=(7, 4), dpi=110)
   FigureCanvasAgg(fig)

@@ -21,18 +21,17 @@ a `SearchResult` read back from the archive.
 
 from __future__ import annotations
 
-from spark_clrs import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
+from spark_clrs.cli import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import dataclasses
 import json
 import pathlib
 import signal
 import sys
-import types
 from typing import Any
 
 from spark_clrs import config as config_lib
-from spark_clrs import rundir, summary
-from spark_clrs.archive_db import ArchiveDB, Candidate
+from spark_clrs.search import rundir, summary
+from spark_clrs.search.archive_db import ArchiveDB, Candidate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +101,7 @@ class SearchResult:
 
     Uses pyplot, so in Jupyter the figure is shown inline.
     """
-    from spark_clrs import plots
+    from spark_clrs.analysis import plots
 
     if fig is None:
       import matplotlib.pyplot as plt
@@ -146,28 +145,18 @@ def search(flagfile: str | None = None, **overrides: Any) -> SearchResult:
   Raises:
     ConfigError, RunDirError, SearchError: with a one-line message naming the fix.
   """
-  from spark_clrs.controller import Controller
+  from spark_clrs.search.controller import Controller
 
   opened = rundir.open_run(make_config(flagfile, **overrides))
   Controller(opened, stream=sys.stderr).run()
   return SearchResult.load(opened.run.root)
 
 
-class _CallableModule(types.ModuleType):
-  """Lets ``spark_clrs.search(...)`` work even after ``import spark_clrs.search``."""
-
-  def __call__(self, flagfile: str | None = None, **overrides: Any) -> SearchResult:
-    return search(flagfile, **overrides)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-
 def main(argv: list[str]) -> int:
   """absl entry point."""
   from absl import app, flags
 
-  from spark_clrs.controller import Controller, SearchError
+  from spark_clrs.search.controller import Controller, SearchError
 
   quiet.apply_flag()
   if len(argv) > 1:
@@ -202,6 +191,3 @@ def run_cli() -> None:
   quiet.define_flag()
   app.run(main)
 
-
-if __name__ == "__main__":
-  run_cli()

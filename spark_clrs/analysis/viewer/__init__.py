@@ -34,8 +34,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from spark_clrs.archive_db import PENDING_STATUSES, ArchiveDB, Candidate
-from spark_clrs.rundir import RunDir, write_atomic
+from spark_clrs.search.archive_db import PENDING_STATUSES, ArchiveDB, Candidate
+from spark_clrs.search.rundir import RunDir, write_atomic
 
 PAGE_NAME = "index.html"
 REFRESH_S = 5.0  # shortest wall time between two rewrites of a live page
@@ -144,7 +144,7 @@ def uncertainty(metrics: dict[str, Any], key: str = FITNESS) -> dict[str, Any]:
   if not _finite(value):
     return {}
   try:
-    from spark_clrs import noise  # Fitness uncertainty (issue 12).
+    from spark_clrs.evaluation import noise  # Fitness uncertainty (issue 12).
   except ImportError:
     std = metrics.get(f"{key}_std")
     per_seed = metrics.get(f"{key}_per_seed")
@@ -396,7 +396,7 @@ def write_run_page(run_dir: str | pathlib.Path, *,
     if run.summary_path.is_file():
       summary = json.loads(run.summary_path.read_text())
     else:
-      from spark_clrs import summary as summary_lib
+      from spark_clrs.search import summary as summary_lib
 
       summary = summary_lib.summarize(candidates, calls, {"run_dir": str(run.root)})
   data = run_data(candidates, calls, summary, live=live)
@@ -412,8 +412,8 @@ def write_run_page(run_dir: str | pathlib.Path, *,
 def compare_data(report: Any, output: pathlib.Path, *, band_kind: str = "std",
                  title: str = "") -> dict[str, Any]:
   """The comparison page's data from a `report.Report` (bands, tables, run links)."""
-  from spark_clrs import report as report_lib
-  from spark_clrs import tables
+  from spark_clrs.analysis import report as report_lib
+  from spark_clrs.analysis import tables
 
   data = report.to_json()
   groups = []

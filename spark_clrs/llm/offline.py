@@ -4,7 +4,7 @@ When no ``--llm_model`` is configured, every strategy's LLM requests are answere
 this provider instead of an LLM. It is a mutation operator, not a language model: it
 reads the machine-readable parts of the prompts (the ``<request .../>`` tag,
 ``<program>``, ``<editable_region>``, ``<tried_directives>``, ``<directive>``), picks
-a move from the catalogue in :mod:`spark_clrs.offline_moves` with a generator seeded
+a move from the catalogue in :mod:`spark_clrs.llm.offline_moves` with a generator seeded
 by the request's ``seed`` and content, and answers in the same format an LLM would
 (router JSON, a Change/Why/Expected-effect directive, a fenced program or region
 body). So a search without any key still runs the whole LiteLLM -> parsing ->
@@ -40,8 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs import offline_moves, regions
-from spark_clrs.llm import OFFLINE_MODEL, litellm  # LiteLLM as configured by spark_clrs.llm.
+from spark_clrs.llm import (  # LiteLLM as configured by spark_clrs.llm.
+  OFFLINE_MODEL,
+  litellm,
+  offline_moves,
+)
+from spark_clrs.programs import regions
 
 PROVIDER = "spark"
 MODEL = OFFLINE_MODEL
@@ -286,7 +290,7 @@ def answer_program(attrs: Mapping[str, str], text: str, rng: np.random.Generator
   child, note = made
   thought = "{" + note + ".}"
   if edit == "diff":
-    from spark_clrs.proposers import diffs  # pylint: disable=g-import-not-at-top
+    from spark_clrs.programs import diffs  # pylint: disable=g-import-not-at-top
 
     return f"{thought}\n\n{diffs.render(program, child)}\n"
   return f"{thought}\n\n```python\n{child.rstrip()}\n```\n"

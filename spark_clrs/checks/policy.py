@@ -23,7 +23,7 @@ here, without executing it. The policy is an ALLOW-list wherever it can be:
 * ``lax.while_loop``/``scan``/``fori_loop`` and Haiku's loops are not on the lists either:
   a processor step's MACs must be countable from its export (use a Python loop).
 
-The jail (``spark_clrs.sandbox``) is the security boundary; this stage turns attacks and
+The jail (``spark_clrs.isolation.sandbox``) is the security boundary; this stage turns attacks and
 accidents into a one-line reason before any process starts.
 """
 
@@ -247,7 +247,7 @@ class _Checker(ast.NodeVisitor):
       return "file, callback, configuration or reflection API"
     if name.startswith("_"):
       return "private"
-    return "see spark_clrs.policy.ALLOWED for what each module offers"
+    return "see spark_clrs.checks.policy.ALLOWED for what each module offers"
 
   def _module_path(self, node: ast.AST) -> str | None:
     """The allowed module an expression denotes (``np``, ``jax.numpy``), else None."""

@@ -56,8 +56,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 
-from spark_clrs import prompts  # noqa: E402
 from spark_clrs.config import parse_model_spec  # noqa: E402
+from spark_clrs.llm import prompts  # noqa: E402
 
 litellm.suppress_debug_info = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):  # Per-call INFO lines are noise here.
@@ -485,7 +485,7 @@ class LLMClient:
     self._windows: dict[str, int | None] = {}
     self.consecutive_failures = 0
     if OFFLINE_MODEL in config.all_models():
-      from spark_clrs import offline  # Registers the provider with LiteLLM.
+      from spark_clrs.llm import offline  # Registers the provider with LiteLLM.
       offline.register()
       log.warning("No --llm_model configured: using the built-in offline proposer %s, a "
                   "rule-based mutation operator over a catalogue of factor-local moves (not an "

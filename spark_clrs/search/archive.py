@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs.archive_db import PENDING_STATUSES, ArchiveDB, Candidate
+from spark_clrs.search.archive_db import PENDING_STATUSES, ArchiveDB, Candidate
 
 # FunSearch's programs database (Romera-Paredes et al. 2023): cluster sampling
 # temperature T = T_INIT * (1 - (n mod PERIOD) / PERIOD), n = programs on the island;

@@ -6,7 +6,7 @@ predictions; the trusted parent (:func:`evaluate`, :func:`evaluate_test`), which
 loads the candidate, samples the evaluation sets, gives the child only what CLRS's
 prediction reads (``data.export_features``: inputs, lengths, the first hint step) and
 computes every accuracy from the returned ``.npz`` files with CLRS's own scoring
-(``spark_clrs.scoring``). The child never holds the outputs of OOD-val, OOD-test or val.
+(``spark_clrs.evaluation.scoring``). The child never holds the outputs of OOD-val, OOD-test or val.
 
 Per training seed the model is trained exactly as CLRS's ``examples/run.py`` trains it
 (hints ``encoded_decoded``, ``xavier_on_scalars`` encoders, no LSTM, Adam with global-norm
@@ -66,12 +66,13 @@ from absl import logging
 from clrs._src import decoders
 
 import processors
-from spark_clrs import data as data_lib
-from spark_clrs import macs as macs_lib
-from spark_clrs import profiles as profiles_lib
-from spark_clrs import sandbox, scoring
+from spark_clrs.evaluation import data as data_lib
+from spark_clrs.evaluation import macs as macs_lib
+from spark_clrs.evaluation import profiles as profiles_lib
+from spark_clrs.evaluation import scoring
+from spark_clrs.isolation import sandbox
 
-CHILD_TARGET = "spark_clrs.evaluator:child_main"
+CHILD_TARGET = "spark_clrs.evaluation.evaluator:child_main"
 ACCURACY_KEYS = ("ood_val_acc", "ood_acc", "val_acc")
 _SET_FOR_KEY = {"ood_val_acc": "ood_val", "ood_acc": "test", "val_acc": "val"}
 _KEY_FOR_SET = {v: k for k, v in _SET_FOR_KEY.items()}
@@ -168,7 +169,7 @@ def configure_jax(visible_device: str | None = None, fast_compile: bool = False)
   if count != 1:
     raise RuntimeError(f"this process sees {count} JAX devices but an evaluation needs "
                        "exactly one (dm-clrs 2.0.3's multi-device path calls the removed "
-                       "jax.device_put_replicated); run it through spark_clrs.evaluator."
+                       "jax.device_put_replicated); run it through spark_clrs.evaluation.evaluator."
                        "evaluate or set CUDA_VISIBLE_DEVICES to a single device")
   return fresh and fast_compile
 
@@ -182,7 +183,7 @@ def score(model: clrs.models.BaselineModel, eval_set: data_lib.EvalSet,
   """``clrs.evaluate`` of ``model.predict`` on a whole evaluation set, in this process.
 
   The reference the trusted path is tested against (same keys, same numbers); the
-  evaluation itself uses :class:`_Trainer`'s predictor and ``spark_clrs.scoring``.
+  evaluation itself uses :class:`_Trainer`'s predictor and ``spark_clrs.evaluation.scoring``.
   """
   outputs, preds = [], []
   for batch in eval_set.batches:

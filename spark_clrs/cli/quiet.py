@@ -250,7 +250,7 @@ def _handlers() -> list[logging.Handler]:
   return out
 
 
-CLI_MODULES = frozenset({"spark_clrs.search", "spark_clrs.check", "spark_clrs.evaluate",
+CLI_MODULES = frozenset({"spark_clrs.search", "spark_clrs.search.__main__", "spark_clrs.check", "spark_clrs.evaluate",
                          "spark_clrs.compare", "spark_clrs.transfer", "spark_clrs.report"})
 
 

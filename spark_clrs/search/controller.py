@@ -46,20 +46,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from spark_clrs import archive as archive_lib
 from spark_clrs import config as config_lib
-from spark_clrs import (
-  dedup,
-  entanglement,
-  noise,
-  plots,
-  progress,
-  regions,
-  rundir,
-  summary,
-  tables,
-)
-from spark_clrs.archive_db import PENDING_STATUSES, Candidate
+from spark_clrs.analysis import plots, tables
+from spark_clrs.evaluation import noise
+from spark_clrs.programs import dedup, entanglement, regions
+from spark_clrs.search import archive as archive_lib
+from spark_clrs.search import progress, rundir, summary
+from spark_clrs.search.archive_db import PENDING_STATUSES, Candidate
 
 FITNESS = "ood_val_acc"
 SEED_ID = 0
@@ -168,7 +161,7 @@ class Controller:
 
   # Setup -------------------------------------------------------------------
   def _profile(self) -> Any:
-    from spark_clrs import profiles
+    from spark_clrs.evaluation import profiles
 
     overrides = {}
     fields = {f.name: f for f in dataclasses.fields(profiles.EvalProfile)}
@@ -212,7 +205,7 @@ class Controller:
                               nb_triplet_fts=p.nb_triplet_fts)
 
   def _limits(self, kind: str, candidate_id: int | None = None) -> Any:
-    from spark_clrs import sandbox
+    from spark_clrs.isolation import sandbox
 
     cfg = self.config
     if kind == "check":
@@ -264,7 +257,7 @@ class Controller:
 
   def _executor(self) -> Any:
     """The executor ``--executor`` names, with the run's compilation cache."""
-    from spark_clrs import executors
+    from spark_clrs.evaluation import executors
 
     cfg = self.config
     cache = None
@@ -280,7 +273,9 @@ class Controller:
       raise config_lib.ConfigError(str(e)) from None
 
   def _run_loop(self) -> None:
-    from spark_clrs import checks, executors, jail
+    from spark_clrs import checks
+    from spark_clrs.evaluation import executors
+    from spark_clrs.isolation import jail
 
     cfg = self.config
     try:  # Fail closed before any candidate code runs (issue 10).
@@ -891,7 +886,7 @@ class Controller:
     """
     import time
 
-    from spark_clrs import viewer
+    from spark_clrs.analysis import viewer
 
     start = time.monotonic()
     if not final and start < self._page_due:

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from spark_clrs import regions
+from spark_clrs.programs import regions
 
 # ``scope_source`` values of proposals whose scope no router selected.
 UNSELECTED = ("unscoped", "all_factors")

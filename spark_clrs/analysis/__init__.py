@@ -1,0 +1,1 @@
+"""Reading finished runs: tables, plots, reports, strategy comparison, transfer, the viewer."""

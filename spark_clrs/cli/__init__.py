@@ -1,0 +1,1 @@
+"""Command-line scaffolding shared by the ``python -m spark_clrs.*`` entry points."""

@@ -1,0 +1,1 @@
+"""Training in the jail, trusted scoring outside it, MACs, noise and where evaluations run."""

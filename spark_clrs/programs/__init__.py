@@ -1,0 +1,1 @@
+"""Program text: factor regions, identity up to formatting, entanglement, SEARCH/REPLACE diffs."""
