@@ -45,7 +45,6 @@ import json
 import math
 import os
 import pathlib
-import re
 import stat
 import time
 import traceback
@@ -55,6 +54,7 @@ from typing import Any
 
 from spark_clrs.checks import policy
 from spark_clrs.isolation import sandbox
+from spark_clrs.messages import one_line
 from spark_clrs.programs import regions
 
 STAGES = ("parse", "scope", "policy", "interface", "shape", "finite", "budget")
@@ -146,19 +146,6 @@ class CheckConfig:
     """The N values of the finite stage, ascending (the OOD size included by default)."""
     sizes = self.finite_sizes or (self.finite_nodes, max(self.shape_sizes, default=0))
     return tuple(sorted({int(n) for n in sizes if int(n) > 0}))
-
-
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-
-
-def one_line(text: Any, limit: int = MAX_REASON_CHARS) -> str:
-  """``text`` as one printable-ASCII line of at most ``limit`` characters.
-
-  Every reason goes through this: it may embed text that candidate code controls (an
-  exception message), and reasons are shown to the LLM and written to the archive.
-  """
-  flat = _UNPRINTABLE.sub("?", " ".join(str(text).split()))
-  return flat if len(flat) <= limit else flat[:max(0, limit - 3)] + "..."
 
 
 def _reject(stage: str, reason: str, param_count: int = 0, macs: int = 0) -> Verdict:
@@ -965,5 +952,5 @@ def child_checks(payload: dict) -> dict:
 
 __all__ = ["Budget", "CHILD_TARGET", "CheckConfig", "DEFAULT_LIMITS", "EXPORT_FILE",
            "PARAMS_FILE", "STAGES", "Verdict", "child_checks", "default_budget",
-           "make_worker", "one_line", "resolve_budget", "run_checks", "static_checks",
+           "make_worker", "resolve_budget", "run_checks", "static_checks",
            "trusted_cost", "verdict_from_child"]
