@@ -130,17 +130,29 @@ class _SamplerChatter(logging.Filter):
   """Drops CLRS's per-set "Creating a dataset with N samples" INFO lines (absl logger).
 
   The trusted parent samples the evaluation sets itself, so without this every candidate
-  prints them on the search's console; warnings and errors from CLRS still pass.
+  prints them on the search's console; warnings and errors from CLRS still pass. Matched
+  by CLRS's format string as well as its file, because a record's caller is only right when
+  the ``absl`` logger is absl's own class (see `_python_side`).
   """
 
   def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+      return True
     path = record.pathname.replace(os.sep, "/")
-    return record.levelno >= logging.WARNING or not path.endswith("clrs/_src/samplers.py")
+    return not (path.endswith("clrs/_src/samplers.py") or record.msg == _SAMPLER_MESSAGE)
+
+
+_SAMPLER_MESSAGE = "Creating a dataset with %i samples."
 
 
 def _python_side() -> None:
   if "logger_levels" in _state:
     return
+  # Import absl's logging before touching the "absl" logger: absl creates that logger with
+  # its own class (whose caller lookup skips absl's frames) only if nobody created it first.
+  # A CLI installs the quiet console before anything else is imported.
+  from absl import logging as absl_logging  # noqa: F401
+
   chatter = _SamplerChatter()
   logging.getLogger("absl").addFilter(chatter)
   _state["absl_filter"] = chatter
