@@ -7,7 +7,7 @@ r"""Where one candidate's evaluation time goes, against the floor of a bare CLRS
 For the reference seed (``triplet_gmpnn``) under each profile, ``--runs`` times and
 alternating so that both see the same load:
 
-* **ours**: ``spark_clrs.evaluation.evaluator.evaluate`` in a fresh sandboxed child, exactly as the
+* **ours**: ``spark_clrs.evaluation.evaluate.evaluate`` in a fresh sandboxed child, exactly as the
   search evaluates a candidate with no warm worker;
 * **bare**: a fresh Python that trains the same model (CLRS's own
   ``clrs.get_processor_factory('triplet_gmpnn')``), for the same steps, on the same
@@ -195,11 +195,11 @@ def bare_main(profile_dict: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _run_bare(profile, seed: int, env: dict[str, str]) -> dict[str, Any]:
-  from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import trainer  # pylint: disable=g-import-not-at-top
 
   env = dict(env)
   if profile.fast_compile:
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {evaluator.FAST_COMPILE_FLAG}".strip()
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {trainer.FAST_COMPILE_FLAG}".strip()
   env[SPAWN_VAR] = repr(time.time())
   proc = subprocess.run(
       [sys.executable, __file__, "--role=bare", f"--seed={seed}",
@@ -228,10 +228,10 @@ def _ours_times(metrics: dict[str, Any], wall: float, interpreter_s: float
 
 
 def _run_ours(profile, seed: int, workdir: pathlib.Path, worker=None) -> dict[str, Any]:
-  from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  from spark_clrs.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
-  result = evaluator.evaluate(PROGRAM, profile, [seed], workdir=workdir,
-                              limits=evaluator.default_limits(profile), worker=worker)
+  result = evaluate.evaluate(PROGRAM, profile, [seed], workdir=workdir,
+                             limits=evaluate.default_limits(profile), runner=worker)
   if not result.ok:
     raise RuntimeError(f"our evaluation failed: {result.reason}")
   return {"metrics": result.metrics, "wall": result.wall_seconds}

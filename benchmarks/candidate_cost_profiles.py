@@ -4,7 +4,7 @@ r"""Cost of evaluating one candidate under each profile on this machine.
         [--program=triplet_gmpnn] [--probe_steps=5] [--probe_graphs=4]
 
 Every evaluation runs as the search runs it: in a sandboxed child process
-(``spark_clrs.evaluation.evaluator.evaluate``). ``quick`` is evaluated in full. ``spark`` and
+(``spark_clrs.evaluation.evaluate.evaluate``). ``quick`` is evaluated in full. ``spark`` and
 ``clrs`` are too long for a CPU, so they are probed (``--probe_steps`` training steps,
 ``--probe_graphs`` graphs per evaluation set, same sizes, hidden width and batch) and
 extrapolated:
@@ -31,7 +31,7 @@ from typing import Any
 
 from absl import app, flags
 
-from spark_clrs.evaluation import evaluator, profiles
+from spark_clrs.evaluation import evaluate, profiles
 
 _PROFILES = flags.DEFINE_list("profiles", ["quick", "spark", "clrs"], "Profiles to cost.")
 _PROGRAM = flags.DEFINE_string("program", "triplet_gmpnn", "Program file or seed name.")
@@ -64,9 +64,9 @@ class Row:
 
 def _run(program: str, profile: profiles.EvalProfile, workdir: pathlib.Path
          ) -> dict[str, Any]:
-  limits = dataclasses.replace(evaluator.default_limits(profile),
+  limits = dataclasses.replace(evaluate.default_limits(profile),
                                timeout_s=_TIMEOUT_S.value)
-  result = evaluator.evaluate(program, profile, [0], workdir=workdir, limits=limits)
+  result = evaluate.evaluate(program, profile, [0], workdir=workdir, limits=limits)
   if not result.ok:
     raise RuntimeError(f"{profile.name}: {result.reason}")
   metrics = dict(result.metrics)

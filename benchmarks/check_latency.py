@@ -4,7 +4,7 @@
 
 ``warm``: the way the search runs checks -- one ``checks.make_worker`` worker has
 imported JAX/Haiku once; each candidate runs parse/scope/policy in this process and
-interface/shape/finite/budget in a child forked from the worker. ``cold``: a fresh
+interface/shape/finite/budget in one of the worker's pre-started jailed interpreters. ``cold``: a fresh
 sandboxed interpreter per candidate (what ``python -m spark_clrs.check`` does), which
 adds the interpreter start and the JAX import. Reported: median and p95 wall time per
 candidate (all cases, valid edits only, cases that reach the sandbox), the CPU seconds of
@@ -15,7 +15,6 @@ skipped by default (it costs exactly the timeout, by design).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -66,19 +65,12 @@ def _time_case(case, budget, workdir, limits, worker) -> dict:
   verdict = checks.static_checks(case.candidate, parent_text=case.parent, scope=case.scope)
   child = None
   if verdict is None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    program = workdir / checks.PROGRAM_FILE
-    program.write_text(case.candidate)
-    payload = {"program_path": str(program), "hidden": 128,
-               "config": dataclasses.asdict(checks.CheckConfig())}
-    if worker is not None:
-      child = worker.run(checks.CHILD_TARGET, payload, workdir=workdir, limits=limits)
-    else:
-      child = sandbox.run_in_child(checks.CHILD_TARGET, payload, workdir=workdir,
-                                   limits=limits, extra_env=checks.CHILD_ENV)
+    config = checks.CheckConfig()
+    child = checks.run_child(case.candidate, workdir=workdir, hidden=128, config=config,
+                             limits=limits, worker=worker)
     # The budget stage is decided here, from the files the child exported (as run_checks).
     verdict = checks.verdict_from_child(child, budget=budget, workdir=workdir, hidden=128,
-                                        config=checks.CheckConfig())
+                                        config=config)
   wall = time.perf_counter() - start
   stage_seconds = (child.value or {}).get("seconds", {}) if child and child.ok else {}
   stage_cpu = (child.value or {}).get("cpu_seconds", {}) if child and child.ok else {}

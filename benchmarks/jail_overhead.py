@@ -4,7 +4,7 @@ r"""What the bubblewrap jail costs a candidate: jailed vs unjailed, in one run.
         [--profile=quick] [--profile_overrides=train_steps=20,...] [--output=FILE.json]
 
 Evaluates ``--program`` under ``--profile`` (the evaluation a search runs for every
-candidate, ``spark_clrs.evaluation.evaluator.evaluate``) ``--runs`` times through each of two
+candidate, ``spark_clrs.evaluation.evaluate.evaluate``) ``--runs`` times through each of two
 pre-started single-use ``sandbox.Worker``s, exactly as ``LocalExecutor`` does:
 
 * **jail**: ``--sandbox=bwrap`` (the default): each interpreter inside bubblewrap;
@@ -15,7 +15,8 @@ same machine load; before each timed evaluation the worker's next interpreter ha
 finished its imports (as it has in a search, where the proposal and the checks come
 between two evaluations). Prints the wall time of each evaluation (the sandbox's
 ``wall_seconds``: request to exit, all phases), the medians and the ratio jail / none,
-and the machine load before and after. Target: ratio <= 1.10.
+the child's CPU seconds (insensitive to the machine's load) and their ratio, and the
+machine load before and after. Target: ratio <= 1.10.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _load() -> str:
 
 def main(argv: list[str]) -> None:
   del argv
-  from spark_clrs.evaluation import evaluator, executors, profiles
+  from spark_clrs.evaluation import evaluate, executors, profiles
   from spark_clrs.isolation import jail, sandbox
 
   overrides = {}
@@ -64,6 +65,7 @@ def main(argv: list[str]) -> None:
                                   extra_env={"JAX_PLATFORMS": "cpu"}, gpu=False)
              for mode in ("bwrap", "none")}
   times: dict[str, list[float]] = {mode: [] for mode in workers}
+  cpu: dict[str, list[float]] = {mode: [] for mode in workers}  # Load-insensitive.
   accuracy: dict[str, list[float]] = {mode: [] for mode in workers}
   try:
     for worker in workers.values():
@@ -73,16 +75,17 @@ def main(argv: list[str]) -> None:
       for mode in order:
         workers[mode].start()  # Its next interpreter has finished importing.
         start = time.monotonic()
-        result = evaluator.evaluate(_PROGRAM.value, profile, [0],
-                                    workdir=root / f"{mode}-{run}", worker=workers[mode])
+        result = evaluate.evaluate(_PROGRAM.value, profile, [0],
+                                   workdir=root / f"{mode}-{run}", runner=workers[mode])
         call = time.monotonic() - start
         if not result.ok:
           raise SystemExit(f"{mode} run {run}: {result.status}: {result.reason}")
         times[mode].append(call)
+        cpu[mode].append(float(result.metrics.get("cpu_seconds") or 0.0))
         accuracy[mode].append(result.metrics.get("ood_val_acc"))
         print(f"  run {run} {mode:5s}: {call:7.2f} s wall (sandbox {result.wall_seconds:.2f} s)"
-              f", ood_val_acc {result.metrics.get('ood_val_acc')}, load {_load()}",
-              flush=True)
+              f", child CPU {cpu[mode][-1]:.1f} s, ood_val_acc "
+              f"{result.metrics.get('ood_val_acc')}, load {_load()}", flush=True)
   finally:
     for worker in workers.values():
       worker.close()
@@ -94,12 +97,17 @@ def main(argv: list[str]) -> None:
   for mode, label in (("bwrap", "jail (--sandbox=bwrap)"), ("none", "no jail (--sandbox=none)")):
     print(f"| {label} | {', '.join(f'{t:.1f}' for t in times[mode])} | {med[mode]:.1f} |")
   print(f"| ratio jail / none | | **{ratio:.3f}** (target <= 1.10) |")
+  cpu_med = {mode: statistics.median(v) for mode, v in cpu.items()}
+  cpu_ratio = cpu_med["bwrap"] / cpu_med["none"] if cpu_med["none"] else float("nan")
+  print(f"child CPU seconds (what the candidate's process used; insensitive to load): "
+        f"median jail {cpu_med['bwrap']:.1f}, none {cpu_med['none']:.1f}, ratio {cpu_ratio:.3f}")
   print(f"load after {_load()}")
   same = accuracy["bwrap"] == accuracy["none"]
   print(f"fitness identical in both modes: {same} ({accuracy['bwrap']} vs {accuracy['none']})")
   if _OUTPUT.value:
     pathlib.Path(_OUTPUT.value).write_text(json.dumps(
-        {"times": times, "median": med, "ratio": ratio, "accuracy": accuracy,
+        {"times": times, "median": med, "ratio": ratio, "cpu_seconds": cpu,
+         "cpu_ratio": cpu_ratio, "accuracy": accuracy,
          "profile": profile.to_dict()}, indent=2) + "\n")
   sys.exit(0)
 

@@ -31,7 +31,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from spark_clrs.analysis import viewer  # noqa: E402
+from spark_clrs.analysis import runs, viewer  # noqa: E402
 from spark_clrs.programs import regions  # noqa: E402
 from spark_clrs.search.archive_db import ArchiveDB  # noqa: E402
 
@@ -188,7 +188,9 @@ def main() -> int:
   build_archive(out / "run", args.candidates)
   built = time.perf_counter() - start
   start = time.perf_counter()
-  page = viewer.write_run_page(out / "run")
+  run = runs.load_run(out / "run")  # The archive read back, as report.py does.
+  page = viewer.write_run_page(run.root, candidates=run.candidates, calls=run.llm_calls(),
+                               summary=dict(run.summary))
   written = time.perf_counter() - start
   result = {"candidates": args.candidates, "archive_build_s": round(built, 2),
             "page_write_s": round(written, 3), "page_bytes": page.stat().st_size,

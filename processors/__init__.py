@@ -20,6 +20,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from spark_clrs.messages import one_line
+
 SEEDS_DIR = pathlib.Path(__file__).resolve().parent.parent / "seeds"
 
 ProcessorFactory = Callable[[int], Any]
@@ -50,7 +52,8 @@ def resolve(path_or_name: str | pathlib.Path) -> pathlib.Path:
 
 
 def _one_line(e: BaseException) -> str:
-  return f"{type(e).__name__}: {' '.join(str(e).split())}"
+  """The program's own exception, as one printable line naming its type."""
+  return f"{type(e).__name__}: {one_line(e)}"
 
 
 def load_module(path_or_name: str | pathlib.Path) -> types.ModuleType:

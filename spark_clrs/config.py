@@ -1,6 +1,6 @@
 """Search configuration: one dataclass, its absl flags, validation and config.flags.
 
-Every knob of a search (SPEC §1, §5, §7, issue 5) is a field of `SearchConfig`
+Every knob of a search (SPEC §1, §5, §7) is a field of `SearchConfig`
 with its help text in the field's metadata. The absl flags of
 ``python -m spark_clrs.search`` are generated from the fields, so the CLI,
 the Python API (``spark_clrs.search(**overrides)``) and the run directory's
@@ -14,6 +14,7 @@ timeouts, output, ...) may change between invocations of the same run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -31,6 +32,7 @@ BUDGETS = ("evaluations", "tokens", "cost")
 SCORE_TEST = ("best", "all")
 EXECUTORS = ("local", "ray")
 _FACTOR_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OVERRIDE = re.compile(r"^[a-z_][a-z0-9_]*=.+$")
 
 
@@ -103,7 +105,7 @@ class SearchConfig:
   sar_output: str = _field("program", "Scoped rewriter output: the complete program (the "
                            "paper's mode) or only the region body.",
                            choices=("program", "region"))
-  # Strategy ablation knobs and comparison settings (issue 12).
+  # Strategy ablation knobs and comparison settings.
   scope_router: str = _field("all", "rc_sar's scope: 'all' (every factor editable, no router: "
                              "the paper's RC+SAR ablation), 'random' (one factor drawn "
                              "uniformly) or 'bandit' (one factor by UCB over past gains); no "
@@ -130,25 +132,40 @@ class SearchConfig:
                            "prediction for every other candidate), 'all' = every candidate "
                            "(for studies of test vs selection accuracy).",
                            choices=SCORE_TEST, run_defining=False)
-  test_top_k: int = _field(5, "With --score_test=best: OOD-test is also scored for this many "
-                           "fittest candidates when the search ends.", run_defining=False)
+  test_top_k: int = _field(5, "With --score_test=best and --final_top_k=0: OOD-test is also "
+                           "scored for this many fittest candidates when the search ends.",
+                           run_defining=False)
   fitness_seeds: int = _field(0, "Train every candidate with K training seeds (--seed, "
                               "--seed+1, ...) and use the mean OOD-val accuracy over them as "
                               "the fitness (all scored on the same fixed evaluation sets); "
                               "0 = --eval_seeds, else --seed alone.")
+  seed_program_seeds: int = _field(3, "Training seeds of the seed program (candidate 0): the "
+                                   "candidates' seeds, then the next integers up to this many. "
+                                   "Their spread is the training-seed term of every "
+                                   "single-seed fitness's 95% interval and of the paired "
+                                   "decisions; 1 = the graph term only.")
+  final_top_k: int = _field(3, "At the end of a run, re-train the best so far and the "
+                            "fittest candidates, this many in all, with --final_seeds fresh "
+                            "training seeds never used in the search, and score OOD-val and "
+                            "OOD-test: summary.json's 'final', the run's reported result; "
+                            "0 = no final re-evaluation.", run_defining=False)
+  final_seeds: int = _field(3, "Fresh training seeds of each final re-evaluation "
+                            "(--final_top_k).", run_defining=False)
   llm_model: str = _field("", "LiteLLM model, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder; "
                           "empty = the built-in offline proposer spark/offline.")
   llm_api_base: str = _field("", "Base URL of the LLM endpoint (e.g. a local vLLM or Ollama "
                              "server); empty = the provider's default.", run_defining=False)
   llm_temperature: float = _field(0.7, "Sampling temperature of every LLM call.")
-  llm_timeout: float = _field(120.0, "Seconds before one LLM request times out.",
+  llm_timeout: float = _field(120.0, "Deadline of one LLM request in seconds, however slowly "
+                              "the server sends (raise it for slow or reasoning models).",
                               run_defining=False)
   llm_retries: int = _field(3, "Retries of a failed LLM request (rate limits, 5xx), with "
                             "exponential backoff.", run_defining=False)
-  # Real LLM providers (issue 11).
-  llm_max_tokens: int = _field(8192, "Reply length cap of one LLM request (a whole program is "
+  # Real LLM providers.
+  llm_max_tokens: int = _field(0, "Reply length cap of one LLM request (a whole program is "
                                "about 2.5k tokens); a reply cut by it is continued before it "
-                               "is rejected.", run_defining=False)
+                               "is rejected; 0 = what the model can return (LiteLLM's table "
+                               "or --llm_prices), at most 8192.", run_defining=False)
   llm_max_input_tokens: int = _field(0, "Input window of the model in tokens, for local or "
                                      "unknown models (0 = LiteLLM's model info); prompts are "
                                      "shrunk to fit it.", run_defining=False)
@@ -175,9 +192,22 @@ class SearchConfig:
   max_llm_tokens: int = _field(0, "Stop proposing once the run's LLM calls used this many "
                                "tokens (prompt + completion; 0 = no limit).", run_defining=False)
   llm_price_per_mtok: tuple[float, ...] = _field((), "IN,OUT: USD per million prompt and "
-                                                 "completion tokens for models LiteLLM has no "
-                                                 "price for (local servers).",
-                                                 run_defining=False)
+                                                 "completion tokens for models with no known "
+                                                 "price (local servers, new models); 0,0 = "
+                                                 "free.", run_defining=False)
+  llm_prices: str = _field("", "JSON file in LiteLLM's model-table shape "
+                           "(model_prices_and_context_window.json) whose entries replace the "
+                           "bundled table's prices and limits.", run_defining=False)
+  llm_api_key_env: str = _field("", "Environment variable whose value is sent as the API key "
+                                "to --llm_api_base; without it a custom --llm_api_base gets no "
+                                "provider key.", run_defining=False)
+  llm_rpm: int = _field(0, "At most this many LLM requests per minute, all roles together "
+                        "(0 = no limit).", run_defining=False)
+  llm_tpm: int = _field(0, "At most this many LLM tokens per minute (prompt + reply cap), "
+                        "all roles together (0 = no limit).", run_defining=False)
+  llm_extra_body: str = _field("", "JSON object passed to the provider with every LLM "
+                               "request, e.g. '{\"options\": {\"num_ctx\": 32768}}' for "
+                               "Ollama.", run_defining=False)
   # Budget caps of the feasibility checks.
   budget_factor: float = _field(4.0, "Default parameter and MAC caps as a multiple of the seed "
                                 "program's processor.")
@@ -187,7 +217,9 @@ class SearchConfig:
   # Resources of the sandboxed children.
   eval_timeout_s: float = _field(3600.0, "Wall-clock limit of one candidate's training + "
                                  "evaluation.", run_defining=False)
-  eval_memory_mb: int = _field(16384, "Memory limit of one candidate's training child (MB).",
+  eval_memory_mb: int = _field(0, "Memory limit of one candidate's training child (MB); 0 = "
+                               "what this machine has available at the start, less 2 GiB "
+                               "for the search, divided by --parallel_evaluations.",
                                run_defining=False)
   check_timeout_s: float = _field(120.0, "Wall-clock limit of one candidate's feasibility "
                                   "checks.", run_defining=False)
@@ -216,8 +248,8 @@ class SearchConfig:
                              "iteration order, so the same --seed and N give the same "
                              "candidates whatever order the evaluations finish in.",
                              run_defining=False)
-  executor: str = _field("local", "Where evaluations run: 'local' (sandboxed children forked "
-                         "from warm workers on this machine) or 'ray' (one Ray task per "
+  executor: str = _field("local", "Where evaluations run: 'local' (jailed pre-started workers "
+                         "on this machine, --parallel_evaluations at a time) or 'ray' (one Ray task per "
                          "evaluation, one GPU each when the cluster has GPUs; needs "
                          "pip install -e .[ray]).", choices=EXECUTORS, run_defining=False)
   ray_address: str = _field("", "Ray cluster for --executor=ray: HOST:PORT, ray://HOST:PORT or "
@@ -296,7 +328,8 @@ def validate(config: SearchConfig) -> None:
     if choices and value not in choices:
       _fail(f"--{f.name}={value!r} is not one of {', '.join(choices)}")
   positive = ("population_size", "num_islands", "archive_size", "migration_interval",
-              "feature_bins", "parallel_evaluations", "ray_cpus_per_evaluation")
+              "feature_bins", "parallel_evaluations", "ray_cpus_per_evaluation",
+              "seed_program_seeds", "final_seeds")
   for name in positive:
     if getattr(config, name) < 1:
       _fail(f"--{name}={getattr(config, name)} must be at least 1")
@@ -304,7 +337,7 @@ def validate(config: SearchConfig) -> None:
   for name in non_negative:
     if getattr(config, name) < 0:
       _fail(f"--{name}={getattr(config, name)} must be 0 or more")
-  for name in ("lineage_window", "tried_window", "fitness_seeds", "test_top_k"):
+  for name in ("lineage_window", "tried_window", "fitness_seeds", "test_top_k", "final_top_k"):
     if getattr(config, name) < 0:
       _fail(f"--{name}={getattr(config, name)} must be 0 or more")
   if config.ucb_c < 0:
@@ -319,8 +352,10 @@ def validate(config: SearchConfig) -> None:
       config.budget_amount != int(config.budget_amount)):
     _fail(f"--budget_amount={config.budget_amount:g} must be a whole number of proposals "
           "with --budget=evaluations")
+  if config.eval_memory_mb < 0:
+    _fail(f"--eval_memory_mb={config.eval_memory_mb} must be 0 (from the machine) or more")
   for name in ("eval_timeout_s", "check_timeout_s", "llm_timeout", "budget_factor",
-               "eval_memory_mb", "check_memory_mb"):
+               "check_memory_mb"):
     if not getattr(config, name) > 0:
       _fail(f"--{name}={getattr(config, name)} must be greater than 0")
   if config.eval_timeout_factor < 0 or config.eval_timeout_floor_s <= 0:
@@ -341,10 +376,11 @@ def validate(config: SearchConfig) -> None:
     _fail(f"--migration_rate={config.migration_rate} must lie in [0, 1]")
   if not 0.0 <= config.llm_temperature <= 2.0:
     _fail(f"--llm_temperature={config.llm_temperature} must lie in [0, 2]")
-  for name in ("llm_max_tokens", "llm_max_consecutive_failures"):
-    if getattr(config, name) < 1:
-      _fail(f"--{name}={getattr(config, name)} must be at least 1")
-  for name in ("llm_max_input_tokens", "max_cost_usd", "max_llm_tokens", "llm_backoff_s"):
+  if config.llm_max_consecutive_failures < 1:
+    _fail(f"--llm_max_consecutive_failures={config.llm_max_consecutive_failures} must be at "
+          "least 1")
+  for name in ("llm_max_tokens", "llm_max_input_tokens", "max_cost_usd", "max_llm_tokens",
+               "llm_backoff_s", "llm_rpm", "llm_tpm"):
     if getattr(config, name) < 0:
       _fail(f"--{name}={getattr(config, name)} must be 0 or more")
   for name in ("llm_model", "router_model", "refiner_model", "rewriter_model", "llm_models"):
@@ -356,6 +392,7 @@ def validate(config: SearchConfig) -> None:
       p < 0 for p in config.llm_price_per_mtok):
     _fail(f"--llm_price_per_mtok={_flag_text(config.llm_price_per_mtok)} must be IN,OUT: two "
           "non-negative USD prices per million tokens, e.g. 0.15,0.6")
+  _validate_llm_text(config)
   if not config.factors:
     _fail("--factors is empty; name at least one factor region, e.g. --factors=OPERATOR,ACTION")
   for factor in config.factors:
@@ -373,6 +410,20 @@ def validate(config: SearchConfig) -> None:
     _fail("--output is empty; name a run directory, e.g. --output=runs/dfs")
   if not config.seed_program:
     _fail("--seed_program is empty; use triplet_gmpnn or a path to a .py program")
+
+
+def _validate_llm_text(config: SearchConfig) -> None:
+  if config.llm_extra_body:
+    try:
+      body = json.loads(config.llm_extra_body)
+    except ValueError as e:
+      body = e
+    if not isinstance(body, dict):
+      _fail(f"--llm_extra_body={config.llm_extra_body!r} is not a JSON object; write e.g. "
+            "'{\"options\": {\"num_ctx\": 32768}}'")
+  if config.llm_api_key_env and not _ENV_NAME.match(config.llm_api_key_env):
+    _fail(f"--llm_api_key_env={config.llm_api_key_env!r} must name an environment variable "
+          "(e.g. MY_SERVER_KEY), not hold the key itself")
 
 
 def parse_model_spec(spec: str) -> tuple[tuple[str, float], ...]:

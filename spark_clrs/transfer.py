@@ -1,12 +1,9 @@
-"""``python -m spark_clrs.transfer``: retrain a program on other CLRS tasks next to the seed (:mod:`spark_clrs.analysis.transfer`)."""
+"""``python -m spark_clrs.transfer``: retrain a program on other CLRS tasks next to the seed (:mod:`spark_clrs.cli.transfer`)."""
 
 from spark_clrs.cli import quiet  # noqa: F401  isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 
 if __name__ == "__main__":
-  from absl import flags
+  from spark_clrs.cli import transfer as _cli
 
-  from spark_clrs.analysis import transfer as _cli
-
-  __doc__ = _cli.__doc__  # What --help prints.
-  flags.adopt_module_key_flags(_cli)
-  _cli.run_cli()
+  __doc__ = _cli.__doc__  # What --help prints (cli.scaffold lists the command's flags).
+  _cli.run()

@@ -219,7 +219,7 @@ class EngineOptionsTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     drawn = [a.sample_parent(0, rng) for _ in range(300)]
     self.assertTrue(all(s.parent.id in {0, 2, 4, 6, 8} for s in drawn))
-    self.assertEqual({s.method for s in drawn}, {"elite", "exploitation", "exploration"})
+    self.assertEqual({s.method for s in drawn}, {"weighted", "exploitation", "exploration"})
 
   def test_funsearch_clusters_island_local_by_score_short_programs_first(self):
     a = _archive(self.tmp, num_islands=2)
@@ -241,7 +241,8 @@ class EngineOptionsTest(absltest.TestCase):
       self.assertLen(shown, 2)
       self.assertTrue(all(c.island in (None, 0) for c in shown))  # Never island 1's.
       self.assertEqual(s.parent.fitness, max(c.fitness for c in shown))  # Best = parent.
-      self.assertLen({archive_lib.score_signature(c) for c in shown}, 2)  # Two clusters.
+      # Clusters are drawn with replacement, as FunSearch does: one or two clusters.
+      self.assertLessEqual(len({archive_lib.score_signature(c) for c in shown}), 2)
       picks.update(c.id for c in shown if c.fitness == 0.5)
     self.assertGreater(picks[1], picks[5])  # Shorter programs favoured in the cluster.
     self.assertGreater(picks[3], picks[5])
@@ -274,7 +275,7 @@ class EngineOptionsTest(absltest.TestCase):
       s = a.sample_parent(0, rng)
       self.assertEqual(s.method, "rank")
       counts[s.parent.id] += 1
-      self.assertTrue(all(c.id != s.parent.id for c in s.companions))
+      self.assertLen(s.companions, 1)  # With replacement: it may be the parent again.
     # p(rank r) = (1/(r+5)) / sum: 0.298, 0.248, 0.213, 0.186 for ranks 0..3.
     for cid, p in ((6, 0.298), (5, 0.248), (4, 0.213), (3, 0.186)):
       self.assertAlmostEqual(counts[cid] / 2000, p, delta=0.035)
@@ -304,6 +305,40 @@ class EngineOptionsTest(absltest.TestCase):
     self.assertNotIn(2, [c.id for c in a.parents()])
     self.assertNotIn(2, [c.id for c in a.island_members(0)])
     self.assertEqual(a.best().id, 1)
+
+
+
+class StorageTest(absltest.TestCase):
+  """archive_db: the recording order, the stored decisions, the final re-evaluations."""
+
+  def test_recording_order_survives_metrics_added_later(self):
+    import time
+
+    a = _archive(pathlib.Path(self.create_tempdir().full_path))
+    _add(a, 0, None, 0.5, island=None)
+    _add(a, 1, 0, 0.6)
+    first = a.get(0).finished_at
+    time.sleep(0.01)
+    a.update_metrics(0, {"ood_acc": 0.4})  # A deferred OOD-test scored after candidate 1.
+    self.assertEqual(a.get(0).finished_at, first)
+    self.assertLess(a.get(0).finished_at, a.get(1).finished_at)
+    a.mark_evaluating(1)  # Re-run after a crash: unfinished again.
+    self.assertIsNone(a.get(1).finished_at)
+    a.db.set_comparison(0, {"new_best": True})
+    self.assertEqual(a.get(0).comparison, {"new_best": True})
+    self.assertEqual(a.get(1).comparison, {})
+
+  def test_final_evaluation_rows(self):
+    a = _archive(pathlib.Path(self.create_tempdir().full_path))
+    _add(a, 0, None, 0.5, island=None)
+    a.db.start_final_evaluation(0, [3, 4])
+    self.assertEqual([(r["candidate_id"], r["seeds"], r["status"])
+                      for r in a.db.final_evaluations()], [(0, [3, 4], "evaluating")])
+    a.db.finish_final_evaluation(0, [3, 4], "evaluated", "", {"ood_val_acc": 0.5})
+    row = a.db.final_evaluations()[0]
+    self.assertEqual((row["status"], row["metrics"]), ("evaluated", {"ood_val_acc": 0.5}))
+    a.db.start_final_evaluation(0, [3, 4])  # A resume re-running it starts it afresh.
+    self.assertEqual(a.db.final_evaluations()[0]["status"], "evaluating")
 
 
 if __name__ == "__main__":

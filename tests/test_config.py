@@ -76,6 +76,38 @@ class ConfigTest(absltest.TestCase):
     self.assertTrue(any(d.startswith("--seed") for d in diffs))
     self.assertTrue(any(d.startswith("--profile") for d in diffs))
 
+  def test_seed_program_and_final_seeds(self):
+    from spark_clrs.search import resolve
+
+    cfg = config_lib.SearchConfig()
+    self.assertEqual((cfg.seed_program_seeds, cfg.final_top_k, cfg.final_seeds), (3, 3, 3))
+    self.assertEqual(resolve.seed_program_seeds(cfg), (0, 1, 2))
+    self.assertEqual(resolve.seed_program_seeds(cfg.replace(seed=5, seed_program_seeds=2)),
+                     (5, 6))
+    # The candidates' seeds come first; with enough of them nothing is added.
+    self.assertEqual(resolve.seed_program_seeds(cfg.replace(eval_seeds=(7, 3))), (7, 3, 8))
+    self.assertEqual(resolve.seed_program_seeds(cfg.replace(fitness_seeds=4)), (0, 1, 2, 3))
+    with self.assertRaisesRegex(config_lib.ConfigError, "--seed_program_seeds=0 must be at"):
+      config_lib.SearchConfig(seed_program_seeds=0)
+    with self.assertRaisesRegex(config_lib.ConfigError, "--final_top_k=-1 must be 0 or more"):
+      config_lib.SearchConfig(final_top_k=-1)
+    # Changing the final re-evaluation between invocations is allowed (a resume re-plans it).
+    self.assertEqual(config_lib.run_defining_differences(cfg, cfg.replace(final_top_k=5,
+                                                                          final_seeds=2)), [])
+    self.assertLen(config_lib.run_defining_differences(cfg, cfg.replace(seed_program_seeds=5)),
+                   1)
+
+  def test_profile_overrides_resolve_in_one_place(self):
+    from spark_clrs.search import resolve
+
+    profile = resolve.profile_of(config_lib.SearchConfig(
+        profile="quick", profile_overrides=("train_steps=5", "train_lengths=4:8")))
+    self.assertEqual((profile.train_steps, profile.train_lengths), (5, (4, 8)))
+    with self.assertRaisesRegex(config_lib.ConfigError, "train_stepz.*train_steps"):
+      resolve.profile_of(config_lib.SearchConfig(profile_overrides=("train_stepz=3",)))
+    with self.assertRaisesRegex(config_lib.ConfigError, "'x' is not a valid int"):
+      resolve.profile_of(config_lib.SearchConfig(profile_overrides=("train_steps=x",)))
+
   def test_shipped_flagfiles(self):
     with _chdir(ROOT):
       dfs = config_lib.parse_flagfile("dfs.flags")

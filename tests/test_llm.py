@@ -1,13 +1,17 @@
 """The LiteLLM client against a scripted OpenAI-compatible server on 127.0.0.1 (no key)."""
 
+import email.utils
 import itertools
+import json
 import os
+import time
 from unittest import mock
 
 from absl.testing import absltest
 from llm_server import Delay, Raw, Reply, ScriptedServer, Status
 
 from spark_clrs import llm
+from spark_clrs.llm import endpoint
 
 MESSAGES = [{"role": "system", "content": "You answer briefly."},
             {"role": "user", "content": "Say ok."}]
@@ -54,11 +58,33 @@ class LLMClientTest(absltest.TestCase):
     self.assertLen(self.sleeps, 1)
     self.assertBetween(self.sleeps[0], 1.0, 1.1)
 
-  def test_retry_after_header_is_honoured(self):
-    with ScriptedServer([Status(429, headers=(("Retry-After", "7"),)), Reply("ok")]) as server:
-      record = self.client(server).complete("router", MESSAGES)
-    self.assertTrue(record.ok)
-    self.assertGreaterEqual(self.sleeps[0], 7.0)
+  def test_retry_after_header_is_honoured_in_every_form(self):
+    date = email.utils.formatdate(time.time() + 20, usegmt=True)
+    forms = (("Retry-After", "7"), ("retry-after-ms", "7500"), ("Retry-After", date))
+    with ScriptedServer([a for form in forms for a in (Status(429, headers=(form,)),
+                                                       Reply("ok"))]) as server:
+      client = self.client(server, backoff_max_s=1.0)  # Longer than the backoff cap.
+      for i in range(len(forms)):
+        self.assertTrue(client.complete("router", [{"role": "user", "content": str(i)}]).ok)
+    self.assertLen(self.sleeps, 3)
+    self.assertBetween(self.sleeps[0], 7.0, 7.1)
+    self.assertBetween(self.sleeps[1], 7.5, 7.6)
+    self.assertBetween(self.sleeps[2], 17.0, 20.5)
+
+  def test_retry_after_beyond_a_quarter_hour_stops_and_the_pause_honours_it(self):
+    with ScriptedServer([Status(429, headers=(("Retry-After", "3600"),))]) as server:
+      with self.assertRaises(llm.ProviderError) as caught:
+        self.client(server).complete("router", MESSAGES)
+      self.assertEqual(server.hits, 1)
+    self.assertTrue(caught.exception.final)
+    self.assertIn("asks to wait 3600 s", str(caught.exception))
+    with ScriptedServer([Status(429, headers=(("Retry-After", "30"),))]) as server:
+      client = self.client(server, retries=0)
+      with self.assertRaises(llm.ProviderError) as caught:
+        client.complete("router", MESSAGES)
+      self.assertFalse(caught.exception.final)
+      client.wait_before_retry()  # The controller's pause before asking again.
+    self.assertBetween(self.sleeps[-1], 29.0, 30.0)
 
   def test_server_errors_exhaust_retries_with_exponential_backoff(self):
     client = None
@@ -81,7 +107,7 @@ class LLMClientTest(absltest.TestCase):
 
   def test_timeout_then_success(self):
     with ScriptedServer([Delay(5.0, Reply("late")), Reply("ok")]) as server:
-      record = self.client(server, timeout=0.5).complete("rewriter", MESSAGES)
+      record = self.client(server, timeout=1.5).complete("rewriter", MESSAGES)
       self.assertEqual(server.hits, 2)
     self.assertEqual((record.reply, record.attempts), ("ok", 2))
 
@@ -99,14 +125,36 @@ class LLMClientTest(absltest.TestCase):
     self.assertEqual((record.reply, record.attempts), ("ok", 3))
 
   def test_bad_key_is_final_at_once_and_names_the_variable(self):
-    with ScriptedServer([Status(401, "bad key")]) as server:
-      with self.assertRaises(llm.ProviderError) as caught:
-        self.client(server).complete("router", MESSAGES)
-      self.assertEqual(server.hits, 1)
+    with mock.patch.dict(os.environ, {"MY_SERVER_KEY": "server-key-0123456789"}):
+      with ScriptedServer([Status(401, "bad key")]) as server:
+        with self.assertRaises(llm.ProviderError) as caught:
+          self.client(server, api_key_env="MY_SERVER_KEY").complete("router", MESSAGES)
+        self.assertEqual(server.hits, 1)
+        self.assertEqual(server.headers[0]["authorization"], "Bearer server-key-0123456789")
     error = caught.exception
     self.assertEqual((error.kind, error.final, error.record.attempts), ("auth", True, 1))
-    self.assertIn("set OPENAI_API_KEY to a valid key", str(error))
+    self.assertIn("set MY_SERVER_KEY to a valid key", str(error))
     self.assertEqual(self.sleeps, [])
+
+  def test_custom_api_base_never_gets_the_provider_key(self):
+    with mock.patch.dict(os.environ, {"OPENAI_API_KEY": "sk-provider-0123456789abcdef"}):
+      with ScriptedServer([Reply("ok"), Status(401, "this server wants a key")]) as server:
+        client = self.client(server)
+        self.assertTrue(client.complete("router", MESSAGES).ok)
+        with self.assertRaises(llm.ProviderError) as caught:
+          client.complete("refiner", MESSAGES)
+        sent = [h["authorization"] for h in server.headers]
+    self.assertEqual(sent, ["Bearer no-key-required"] * 2)
+    self.assertIn("name the environment variable that holds its key with --llm_api_key_env",
+                  str(caught.exception))
+
+  def test_missing_key_variable_named_by_the_flag_sends_nothing(self):
+    with ScriptedServer([Reply("ok")]) as server:
+      with self.assertRaises(llm.ProviderError) as caught:
+        self.client(server, api_key_env="SPARK_UNSET_KEY_VARIABLE").complete("router", MESSAGES)
+      self.assertEqual(server.hits, 0)
+    self.assertTrue(caught.exception.final)
+    self.assertIn("SPARK_UNSET_KEY_VARIABLE (--llm_api_key_env) is not set", str(caught.exception))
 
   def test_unknown_model_names_the_model_flag(self):
     with ScriptedServer([Status(404, "The model `nope` does not exist")]) as server:
@@ -248,6 +296,100 @@ class LLMClientTest(absltest.TestCase):
       self.assertEqual(server.hits, 3)
     self.assertEqual((record.reply, record.finish_reason, record.continuations),
                      ("aaa", "length", 2))
+
+  def test_empty_replies_are_rejected_by_finish_reason_and_never_cached(self):
+    cache = self.cache()
+    cases = ((Reply(""), "empty", "the reply is empty (finish reason stop)"),
+             (Reply(None, finish_reason="length"), "truncated", "raise --llm_max_tokens"),
+             (Reply(None, finish_reason="content_filter"), "content_filter", "refused or blocked"),
+             (Reply("<think>only thinking</think>"), "empty", ""))
+    with ScriptedServer([case[0] for case in cases]) as server:
+      client = self.client(server, cache)
+      records = [client.complete("rewriter", [{"role": "user", "content": str(i)}])
+                 for i in range(len(cases))]
+      self.assertEqual(server.hits, len(cases))  # None of them was retried.
+    for record, (_, kind, text) in zip(records, cases, strict=True):
+      self.assertFalse(record.ok)
+      self.assertEqual(record.error_kind, kind)
+      self.assertIn(text, record.error)
+    self.assertIn("only thinking", records[3].reasoning)
+    self.assertLen(cache, 0)
+    with self.assertRaisesRegex(ValueError, "never cached"):
+      cache.put("k", "m", MESSAGES, " \n", {})
+
+  def test_reply_cap_spent_on_reasoning_is_raised_to_the_known_limit(self):
+    table = self.prices_file({"openai/scripted": {"max_output_tokens": 2048}})
+    with ScriptedServer([Reply(None, finish_reason="length", reasoning_content="hmm"),
+                         Reply("ok")]) as server:
+      record = self.client(server, prices_file=table, max_tokens=512).complete("rewriter",
+                                                                                MESSAGES)
+      caps = [r["max_tokens"] for r in server.requests]
+    self.assertEqual(caps, [512, 1024])
+    self.assertEqual((record.reply, record.attempts, record.reasoning), ("ok", 2, "hmm"))
+
+  def test_provider_error_inside_the_reply_is_retried(self):
+    failed = Reply("", finish_reason="error",
+                   choice=(("error", {"code": 502, "message": "upstream died"}),
+                           ("native_finish_reason", "error")))
+    with ScriptedServer([failed, Reply("ok")]) as server:
+      client = llm.LLMClient(llm.LLMConfig(model="openrouter/acme/model",
+                                           api_base=server.api_base, backoff_s=1.0),
+                             sleep=self.sleeps.append)
+      record = client.complete("router", MESSAGES)
+      self.assertEqual(server.hits, 2)
+    self.assertEqual((record.reply, record.attempts), ("ok", 2))
+    self.assertLen(self.sleeps, 1)
+
+  def test_refusals_in_a_row_are_final(self):
+    with ScriptedServer([Reply(None, finish_reason="content_filter")] * 3) as server:
+      client = self.client(server, max_consecutive_failures=3)
+      first = client.complete("router", [{"role": "user", "content": "1"}])
+      second = client.complete("router", [{"role": "user", "content": "2"}])
+      with self.assertRaises(llm.ProviderError) as caught:
+        client.complete("router", [{"role": "user", "content": "3"}])
+    self.assertEqual((first.error_kind, second.error_kind), ("content_filter",) * 2)
+    self.assertEqual((caught.exception.kind, caught.exception.final), ("refusal", True))
+    self.assertIn("refused or blocked 3 requests in a row", str(caught.exception))
+
+  def test_default_reply_cap_is_the_models_own_at_most_8192(self):
+    client = llm.LLMClient(llm.LLMConfig(model="openai/gpt-4"))
+    self.assertEqual(client.max_tokens_for("openai/gpt-4"), 4096)
+    self.assertEqual(client.max_tokens_for("deepseek/deepseek-chat"), 8192)
+    self.assertEqual(client.max_tokens_for("openai/gpt-4o-mini"), 8192)  # 16384, capped.
+    self.assertEqual(client.max_tokens_for("openai/unknown-model"), 8192)
+    self.assertEqual(llm.LLMClient(llm.LLMConfig(max_tokens=100)).max_tokens_for("x/y"), 100)
+
+  def test_prompt_budget_leaves_room_for_the_reply(self):
+    def budget(window: int, max_tokens: int | None = None) -> int | None:
+      config = llm.LLMConfig(model="openai/local", max_input_tokens=window, max_tokens=max_tokens)
+      return llm.LLMClient(config).prompt_budget("rewriter")
+
+    self.assertEqual(budget(100_000), int((100_000 - 8192) * 0.9))
+    self.assertEqual(budget(10_000), int(5_000 * 0.9))  # At most half the window for the reply.
+    self.assertEqual(budget(10_000, max_tokens=1000), int(9_000 * 0.9))
+    self.assertIsNone(llm.LLMClient(llm.LLMConfig(model="openai/local")).prompt_budget("router"))
+    with ScriptedServer([Reply("ok")]) as server:  # The request's cap fits what is left.
+      self.client(server, max_input_tokens=3000).complete("router", MESSAGES)
+      sent = server.requests[0]["max_tokens"]
+    self.assertBetween(sent, 2900, 2999)
+
+  def test_extra_body_reaches_the_provider_and_the_request_key(self):
+    body = '{"options": {"num_ctx": 32768}, "top_k": 5}'
+    with ScriptedServer([Reply("ok")]) as server:
+      self.client(server, extra_body=body).complete("router", MESSAGES)
+      request = server.requests[0]
+    self.assertEqual((request["options"], request["top_k"]), ({"num_ctx": 32768}, 5))
+    base = dict(model="openai/a", api_base=None, messages=MESSAGES, temperature=0.7,
+                max_tokens=None, sample=0)
+    self.assertNotEqual(llm.request_key(**base), llm.request_key(**base, extra_body=body))
+    ollama = endpoint.provider_options("ollama_chat/qwen", json.loads(body))
+    self.assertEqual(ollama, {"num_ctx": 32768, "top_k": 5})  # Merged into LiteLLM's options.
+
+  def prices_file(self, table: dict) -> str:
+    path = os.path.join(self.tmp.full_path, "prices.json")
+    with open(path, "w") as f:
+      json.dump(table, f)
+    return path
 
   def test_temperature_refused_once_is_never_sent_again(self):
     def responder(request):

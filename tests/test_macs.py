@@ -13,7 +13,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 import processors
-from spark_clrs.evaluation import macs
+from spark_clrs.evaluation import hlo_cost, macs
 
 H = 16
 
@@ -145,6 +145,19 @@ class CondBranches(hk.Module):
     return out, None
 
 
+class Twice(hk.Module):
+  """One jitted product applied twice: the export calls one function two times."""
+
+  def __init__(self, out_size: int, name: str = "twice_clrs_processor"):
+    super().__init__(name=name)
+    self.out_size = out_size
+
+  def __call__(self, node_fts, edge_fts, graph_fts, adj_mat, hidden, **unused):
+    w = hk.get_parameter("w", (self.out_size, self.out_size), init=jnp.ones)
+    product = jax.jit(lambda h, w: h @ w)
+    return product(product(hidden, w), w), None
+
+
 class HostCallback(hk.Module):
 
   def __init__(self, out_size: int, name: str = "callback_clrs_processor"):
@@ -222,8 +235,38 @@ class ExportCostTest(parameterized.TestCase):
       with self.subTest(what):
         with self.assertRaises(macs.ExportError):
           macs.cost_from_export(serialized, claimed)
-    with self.assertRaisesRegex(macs.ExportError, "not H=32, N=16"):
+    with self.assertRaisesRegex(macs.ExportError, r"is for B=1, N=16, H=16, not H=32$"):
       macs.cost_from_export(serialized, params, hidden=32, nb_nodes=16)
+
+  def test_a_batched_export_costs_the_whole_batch(self):
+    factory = processors.load("triplet_gmpnn")
+    params = macs.flat_params(abstract_params(factory, H))
+    one = hlo_cost.read_export(macs.export_processor(factory, hidden=H, params=params)[1],
+                               params, hidden=H, nb_nodes=16)
+    _, blob = macs.export_processor(factory, hidden=H, batch_size=3, params=params)
+    three = hlo_cost.read_export(blob, params, hidden=H, nb_nodes=16, batch_size=3)
+    self.assertEqual((three.batch_size, three.nb_nodes, three.hidden), (3, 16, H))
+    self.assertEqual(three.macs, 3 * one.macs)
+    self.assertEqual(one.macs, triplet_gmpnn_macs(16, H))
+    self.assertEqual(three.signature, one.signature)  # One program at both shapes.
+    self.assertEqual(len(three.products), len(one.products))
+    self.assertEqual(sum(p.macs for p in one.products), one.macs)  # No call or branch here.
+    self.assertIn("mpnn_aggr_clrs_processor/linear", one.products[0].where)
+    with self.assertRaisesRegex(macs.ExportError, "is for B=3, N=16, H=16, not B=1"):
+      macs.cost_from_export(blob, params)  # The budget's number is per graph.
+
+  def test_calls_and_branches_are_summarised_once_and_counted_per_run(self):
+    params, serialized = macs.export_processor(Twice, hidden=H, nb_nodes=4)
+    summary = hlo_cost.read_export(serialized, params)
+    self.assertEqual(summary.macs, 2 * 4 * H * H)  # The jitted function runs twice,
+    self.assertLen(summary.products, 1)  # but its product is listed once.
+    params, serialized = macs.export_processor(CondBranches, hidden=H, nb_nodes=4)
+    summary = hlo_cost.read_export(serialized, params)
+    self.assertEqual(summary.macs, 2 * 4 * H * H)  # The dearer branch.
+    self.assertLen(summary.products, 3)  # Both branches' products.
+
+  def test_processor_tag_is_clrs_s(self):
+    self.assertEqual(macs.PROCESSOR_TAG, clrs.processors.PROCESSOR_TAG)
 
   def test_refuses_callbacks_loops_and_garbage(self):
     with self.assertRaisesRegex(NotImplementedError, "host_callbacks"):

@@ -7,7 +7,7 @@ propose while they run, write the archive from the driver thread only, and lose 
 when interrupted. A tiny real search runs two warm local slots end to end.
 """
 
-import os
+import json
 import pathlib
 import tempfile
 import threading
@@ -15,12 +15,13 @@ import time
 import types
 from unittest import mock
 
+import helpers
 from absl.testing import absltest
 
 from spark_clrs import config as config_lib
 from spark_clrs.programs import regions
 from spark_clrs.search import archive as archive_lib
-from spark_clrs.search import archive_db, rundir
+from spark_clrs.search import rundir
 from spark_clrs.search.controller import Controller
 
 JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
@@ -83,13 +84,6 @@ class Evaluate:
                  "macs": 5000 * (1 + edits), "train_seconds": 0.1})
 
 
-def _candidates(run: pathlib.Path) -> list[archive_db.Candidate]:
-  db = archive_db.ArchiveDB(run / "archive.sqlite")
-  try:
-    return db.candidates()
-  finally:
-    db.close()
-
 
 class _Case(absltest.TestCase):
 
@@ -100,12 +94,12 @@ class _Case(absltest.TestCase):
   def search(self, name: str, evaluate, proposer=None, **overrides):
     settings = dict(output=str(self.tmp / name), profile="quick", feasibility_check=False,
                     progress="none", num_islands=2, migration_interval=3, iterations=8,
-                    parallel_evaluations=3)
+                    parallel_evaluations=3, final_top_k=0)
     cfg = config_lib.SearchConfig(**{**settings, **overrides})
     controller = Controller(rundir.open_run(cfg), proposer=proposer or Proposer(),
                             evaluate=evaluate)
     controller.run()
-    return _candidates(self.tmp / name)
+    return helpers.run_candidates(self.tmp / name)
 
 
 class SynchronousTest(_Case):
@@ -157,7 +151,7 @@ class AsynchronousTest(_Case):
                      interrupt_on="0004")
     with self.assertRaises(KeyboardInterrupt):
       self.search("run", first)
-    before = {c.id: c.status for c in _candidates(self.tmp / "run")}
+    before = {c.id: c.status for c in helpers.run_candidates(self.tmp / "run")}
     self.assertEqual(before[4], "evaluating")
     second = Evaluate()
     cands = self.search("run", second)
@@ -172,27 +166,38 @@ class AsynchronousTest(_Case):
 
 
 class LocalSlotsEndToEndTest(absltest.TestCase):
-  """Two warm local slots, real checks and CLRS training, asynchronous."""
+  """The session's tiny real run: two warm local slots, real checks and training, async."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tiny = helpers.tiny_run()
 
   def test_tiny_search_with_two_slots(self):
-    import spark_clrs
-
-    out = pathlib.Path(self.create_tempdir().full_path) / "run"
-    with mock.patch.dict(os.environ, {"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
-                                      "MPLBACKEND": "Agg"}):
-      result = spark_clrs.search(
-          output=str(out), profile="quick", profile_overrides=("train_steps=2", "hidden=8"),
-          iterations=3, num_islands=2, progress="log", seed=0, parallel_evaluations=2)
-    cands = _candidates(out)
-    self.assertEqual([c.id for c in cands], [0, 1, 2, 3])
+    self.assertEqual(helpers.TINY["parallel_evaluations"], 2)
+    out = self.tiny.run_dir
+    cands = helpers.run_candidates(out)
+    self.assertEqual([c.id for c in cands], list(range(helpers.TINY["iterations"] + 1)))
     self.assertTrue(all(c.status in ("evaluated", "rejected", "failed") for c in cands))
     self.assertEqual(cands[0].status, "evaluated")
-    self.assertTrue(result.summary["complete"])
+    # The seed's spread, measured.
+    self.assertEqual(cands[0].metrics["seeds"], list(range(helpers.TINY["seed_program_seeds"])))
+    summary = json.loads((out / "results" / "summary.json").read_text())
+    self.assertTrue(summary["complete"])
+    # The final re-evaluation ran in the jail, with seeds the search never used.
+    final = summary["final"]
+    used = {s for c in cands if c.metrics for s in c.metrics.get("seeds", ())}
+    self.assertEqual(final["status"], "complete")
+    self.assertLen(final["seeds"], helpers.TINY["final_seeds"])
+    self.assertFalse(used & set(final["seeds"]), (used, final["seeds"]))
+    self.assertTrue(all(e["status"] == "evaluated" and e["ood_acc"] is not None
+                        for e in final["candidates"]))
     log = (out / "logs" / "search.log").read_text()
     self.assertIn("executor: local, 2 evaluation(s) at a time on CPU, pre-started single-use "
                   "workers, in the bubblewrap jail", log)
-    # Each slot's warm worker forked the children; nothing is left running.
-    self.assertTrue((out / "work" / "executor" / "slot-0").is_dir())
+    # Each slot has its own warm workers' directory.
+    for slot in ("slot-0", "slot-1"):
+      self.assertTrue((out / "work" / "executor" / slot).is_dir(), slot)
 
 
 if __name__ == "__main__":

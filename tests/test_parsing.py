@@ -93,6 +93,41 @@ class DirectiveParsingTest(absltest.TestCase):
       with self.assertRaisesRegex(parsing.ReplyError, "JSON"):
         parsing.parse_directive(reply)
 
+  def test_a_directive_field_wherever_it_sits(self):
+    for reply in ('{"directive": "Change: z"}',
+                  'My answer: {"directive": "Change: z", "why": "w"} -- hope it helps.',
+                  '```json\n{"directive": "Change: z"}\n```',
+                  'Sure.\n```json\n{"response": {"scope": "ACTION", "directive": "Change: z"}}\n```',
+                  '[{"note": 1}, {"directive": "  Change: z  "}]'):
+      with self.subTest(reply):
+        self.assertEqual(parsing.parse_directive(reply), "Change: z")
+
+  def test_prose_outside_code_blocks_is_the_directive(self):
+    directive = "Change: mean aggregation\nWhy: sums grow with N\nExpected effect: better OOD"
+    reply = (f"{directive}\n\nFor example:\n```python\nmsgs = jnp.mean(msgs, axis=1)\n```\n"
+             "The rewriter can adapt it.")
+    self.assertEqual(parsing.parse_directive(reply),
+                     f"{directive}\n\nFor example:\n\nThe rewriter can adapt it.")
+
+  def test_region_markers_around_a_directive_are_dropped(self):
+    reply = ("# ===== BEGIN ACTION REGION =====\nChange: gate the update\nWhy: stability\n"
+             "# ===== END ACTION REGION =====")
+    self.assertEqual(parsing.parse_directive(reply), "Change: gate the update\nWhy: stability")
+
+  def test_a_prose_fence_is_unwrapped(self):
+    self.assertEqual(parsing.parse_directive("```text\nChange: x\nWhy: y\n```"),
+                     "Change: x\nWhy: y")
+
+  def test_unfenced_code_before_the_directive_is_dropped(self):
+    reply = f"{PARENT}\n" + "\n" * 3 + "Change: halve the width\nWhy: cost"
+    self.assertEqual(parsing.parse_directive(reply), "Change: halve the width\nWhy: cost")
+
+  def test_only_code_is_refused(self):
+    for reply in ("```python\ny = x\n```", "# ===== BEGIN ACTION REGION =====\n",
+                  f"```\n{PARENT}```"):
+      with self.subTest(reply), self.assertRaisesRegex(parsing.ReplyError, "code instead"):
+        parsing.parse_directive(reply)
+
   def test_code_instead_of_a_directive(self):
     with self.assertRaisesRegex(parsing.ReplyError, "code instead of a directive"):
       parsing.parse_directive(f"```python\n{PARENT}```")
@@ -173,9 +208,31 @@ class ChildExtractionTest(absltest.TestCase):
 class CodeBlocksTest(absltest.TestCase):
 
   def test_blocks_and_languages(self):
-    blocks = parsing.code_blocks("a\n```python\nx = 1\n```\nb\n~~~\ny\n~~~\n```py\nz")
+    text = "a\n```python\nx = 1\n```\nb\n~~~\ny\n~~~\n```py\nz"
+    blocks = parsing.code_blocks(text)
     self.assertEqual([(b.language, b.body, b.closed) for b in blocks],
                      [("python", "x = 1\n", True), ("", "y\n", True), ("py", "z", False)])
+    self.assertEqual([text[slice(*b.span)] for b in blocks],
+                     ["```python\nx = 1\n```", "~~~\ny\n~~~", "```py\nz"])
+
+
+class DriftRepairTest(absltest.TestCase):
+
+  def test_program_mode_drift_is_repaired_and_recorded(self):
+    child = _with_action("    y = x * width * 3\n").replace("class P:", "class P:  # drifted")
+    decision = {}
+    repaired = parsing.repair_drift(child, PARENT, ("ACTION",), "program", decision)
+    self.assertEqual(repaired, _with_action("    y = x * width * 3\n"))
+    self.assertEqual(decision["drift_repaired"],
+                     ["read-only line 4: 'class P:' -> 'class P:  # drifted'"])
+
+  def test_code_change_region_mode_and_no_child_pass_through(self):
+    entangled = _with_action("    y = x\n").replace("return y", "return -y")
+    for child, mode in ((entangled, "program"), (_with_action("    y = 2\n"), "region"),
+                        (None, "program")):
+      decision = {}
+      self.assertEqual(parsing.repair_drift(child, PARENT, ("ACTION",), mode, decision), child)
+      self.assertEqual(decision, {})
 
 
 class BanditTest(absltest.TestCase):

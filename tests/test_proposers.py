@@ -108,7 +108,7 @@ class SparkProposerTest(parameterized.TestCase):
     self.assertIn("class TripletGMPNN", router)
     self.assertIn("ood_val_acc: 0.4321", router)
     self.assertIn("iteration 3 | OPERATOR | rejected (budget) | n/a | budget: MACs", router)
-    self.assertIn("evaluations since the best fitness last improved", router)
+    self.assertIn("proposals since the best fitness last improved", router)
     # ... but never the reported test accuracy.
     for text in (router, refiner, rewriter):
       self.assertNotIn("0.8765", text)
@@ -230,7 +230,8 @@ class SparkProposerTest(parameterized.TestCase):
       client = llm.LLMClient(llm.LLMConfig(model="openai/scripted", api_base=server.api_base))
       full = client.count_tokens("router", [{"role": "user", "content": SEED}])
       client = llm.LLMClient(llm.LLMConfig(model="openai/scripted", api_base=server.api_base,
-                                           max_input_tokens=int(full * 1.9)))
+                                           max_input_tokens=int(full * 1.9),
+                                           max_tokens=full // 5))  # Room left for the reply.
       proposer = make_proposer("spark", ProposerConfig(), client, FACTORS)
       proposal = proposer.propose(ParentInfo("p1", SEED, METRICS, lineage), ProposalHistory(),
                                   np.random.default_rng(0))
@@ -291,6 +292,24 @@ class RegistryAndHistoryTest(absltest.TestCase):
     self.assertEqual([round(g, 6) for g in gains["ACTION"]], [0.1, 0.0])
     plateau = history.plateau()
     self.assertEqual((plateau.evaluations, plateau.since_best, plateau.best_fitness), (3, 2, 0.5))
+
+  def test_history_reads_ties_within_noise_as_ties(self):
+    tie = {"verdict": "tie", "diff": 0.01}
+    rows = [
+        {"iteration": 1, "scope": "ACTION", "feasible": True, "fitness": 0.51,
+         "parent_fitness": 0.5, "gain": tie, "new_best": False},
+        {"iteration": 2, "scope": "ACTION", "feasible": True, "fitness": 0.6,
+         "parent_fitness": 0.5, "gain": {"verdict": "better", "diff": 0.1}, "new_best": True},
+        {"iteration": 3, "scope": "ACTION", "feasible": True, "fitness": 0.62,
+         "parent_fitness": 0.6, "gain": tie},  # Higher, but a tie: no new best.
+    ]
+    history = ProposalHistory.of(rows)
+    self.assertEqual([o.label for o in history.outcomes], ["tie", "improved", "tie"])
+    self.assertEqual([round(g, 6) for g in history.scope_gains(FACTORS)["ACTION"]],
+                     [0.0, 0.1, 0.0])
+    plateau = history.plateau()
+    self.assertEqual((plateau.since_best, plateau.best_fitness), (1, 0.6))
+    self.assertIn("0 worse, 2 equal)", context.format_scope_stats(history, FACTORS))
 
   def test_prompt_metrics_ignore_timings_and_the_test_set(self):
     # Timings differ between runs (prompts must be reproducible for the reply cache) and

@@ -1,15 +1,17 @@
-"""Whole searches against a misbehaving OpenAI-compatible provider on 127.0.0.1 (issue 11).
+"""Whole searches against misbehaving providers on 127.0.0.1 (issues 11 and 19).
 
-Each test runs the real controller loop (LiteLLM -> proposer -> archive) with a fake
-trainer, against tests/llm_server.py scripted to fail the way real providers do, and
-asserts what the *run* did: whether it stopped (and with which one line), how many
-requests that took, which rows the archive holds, the valid rate, and what the resumed
-run did. The model's answers come from the offline provider's answer function, so the
-children are real programs.
+Each test runs the real controller loop (LiteLLM -> proposer -> archive), or the CLI's
+main() in-process, with a fake trainer, against tests/llm_server.py scripted to fail the
+way real providers do, in their own wording and header locations (OpenAI, OpenRouter,
+DeepSeek, Anthropic, Gemini), and asserts what the *run* did: whether it stopped (exit
+status and its one line), how many requests that took and how long it waited, which rows
+the archive holds, the valid rate, what the resumed run did, and that no key reached any
+file of the run directory. The model's answers come from the offline provider's answer
+function, so the children are real programs.
 """
 
 import contextlib
-import importlib
+import email.utils
 import io
 import json
 import os
@@ -17,15 +19,16 @@ import pathlib
 import re
 import sqlite3
 import threading
-import types
+import time
 from unittest import mock
 
-from absl.testing import absltest
-from llm_server import Reply, ScriptedServer, Status
+import helpers
+from absl.testing import absltest, parameterized
+from llm_server import Reply, ScriptedServer, Status, Trickle
 
 from spark_clrs import config
 from spark_clrs.llm import offline
-from spark_clrs.search import archive_db, rundir
+from spark_clrs.search import api, archive_db, rundir
 from spark_clrs.search.controller import Controller, SearchError
 
 ITERATIONS = 3
@@ -34,19 +37,8 @@ CONTEXT_ERROR = ("This model's maximum context length is 8192 tokens. However, y
 TEMPERATURE_ERROR = ("Unsupported value: 'temperature' does not support 0.7 with this model. "
                      "Only the default (1) value is supported.")
 CONTINUE_MARK = "cut off by the length limit"
-
-
-class FakeEvaluate:
-  """Deterministic metrics from the program text (no JAX): every program trains."""
-
-  def __call__(self, program_path, profile, seeds, *, workdir, limits):
-    del profile, seeds, workdir, limits
-    text = pathlib.Path(program_path).read_text()
-    score = (sum(text.encode()) % 997) / 997
-    return types.SimpleNamespace(status="ok", reason="", metrics={
-        "ood_val_acc": 0.3 + 0.5 * score, "ood_acc": 0.3, "val_acc": 0.9,
-        "param_count": 2000 + len(text), "processor_param_count": 1000 + len(text),
-        "macs": 5000 + 10 * len(text), "train_seconds": 0.1})
+SECRET = "sk-spark-echo-0123456789abcdef"  # The key a server echoes back in its error.
+PROVIDER_KEY = "sk-openai-never-sent-9876543210fedcba"  # Must never reach a custom api_base.
 
 
 def role_of(request: dict) -> str:
@@ -79,6 +71,11 @@ class Switch:
     return self.failure if failing else Reply(answer(request))
 
 
+def base_url(server: ScriptedServer, model: str) -> str:
+  """The api_base a user would write for the provider (Anthropic's ending in /v1, too)."""
+  return server.url + "/v1beta" if model.startswith("gemini/") else server.api_base
+
+
 def open_db(run: pathlib.Path) -> tuple[list[archive_db.Candidate], list[dict]]:
   db = archive_db.ArchiveDB(run / "archive.sqlite")
   try:
@@ -87,22 +84,44 @@ def open_db(run: pathlib.Path) -> tuple[list[archive_db.Candidate], list[dict]]:
     db.close()
 
 
-class ProviderRunTest(absltest.TestCase):
+class ProviderRunTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
     self.run_dir = pathlib.Path(self.create_tempdir().full_path) / "run"
 
-  def search(self, server: ScriptedServer | None, **overrides) -> dict:
-    """Runs (or resumes) the search in ``self.run_dir``; returns its summary.json."""
-    llm = {} if server is None else {"llm_model": "openai/scripted",
-                                     "llm_api_base": server.api_base}
-    cfg = config.SearchConfig(**{
+  def make_config(self, server: ScriptedServer | None, **overrides) -> config.SearchConfig:
+    model = overrides.get("llm_model", "openai/scripted")
+    llm = {} if server is None else {"llm_model": model,
+                                     "llm_api_base": base_url(server, model)}
+    return config.SearchConfig(**{
         "output": str(self.run_dir), "profile": "quick", "iterations": ITERATIONS,
         "feasibility_check": False, "progress": "none", "num_islands": 2,
         "llm_backoff_s": 0.001, "llm_retries": 1, **llm, **overrides})
-    Controller(rundir.open_run(cfg), evaluate=FakeEvaluate()).run()
+
+  def search(self, server: ScriptedServer | None, **overrides) -> dict:
+    """Runs (or resumes) the search in ``self.run_dir``; returns its summary.json."""
+    Controller(rundir.open_run(self.make_config(server, **overrides)),
+               evaluate=helpers.FakeTrainer()).run()
     return self.summary()
+
+  def cli(self, cfg: config.SearchConfig, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """The CLI's main() on ``cfg`` (flags parsed in-process, fake trainer): status, stderr."""
+    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    stderr = io.StringIO()
+    with mock.patch.object(config, "from_flags", return_value=cfg), \
+        mock.patch.dict(os.environ, {**environ, **(env or {})}, clear=True), \
+        contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+      status = api.main(["spark_clrs.search"], evaluate=helpers.FakeTrainer())
+    return status, stderr.getvalue()
+
+  def assert_one_error_line(self, stderr: str, *expected: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    self.assertLen(errors, 1, stderr[-3000:])
+    self.assertNotIn("Traceback", stderr)
+    for text in expected:
+      self.assertIn(text, errors[0])
+    return errors[0]
 
   def summary(self) -> dict:
     return json.loads((self.run_dir / "results" / "summary.json").read_text())
@@ -171,41 +190,136 @@ class ProviderRunTest(absltest.TestCase):
     self.assertIn("LLM provider failure (rate_limit, 1 in a row", self.log_text())
 
   def test_bad_key_stops_the_cli_at_once_and_the_same_command_resumes(self):
-    """The CLI's main() (flags parsed in-process, fake trainer): exit 1, one line, resume."""
-    from fake_trainer_cli import FakeExecutor
-
-    search_cli = importlib.import_module("spark_clrs.search")
     switch = Switch(Status(401, "Incorrect API key provided"))
     with ScriptedServer(responder=switch) as server:
-      cfg = config.SearchConfig(
-          output=str(self.run_dir), profile="quick", iterations=ITERATIONS, num_islands=2,
-          progress="log", feasibility_check=False, llm_backoff_s=0.001,
-          llm_model="openai/scripted", llm_api_base=server.api_base)
-
-      without_key = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-
-      def cli() -> tuple[int, str]:
-        stderr = io.StringIO()
-        with mock.patch.object(config, "from_flags", return_value=cfg), \
-            mock.patch.object(Controller, "_executor", lambda self: FakeExecutor()), \
-            mock.patch.dict(os.environ, without_key, clear=True), \
-            contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-          status = search_cli.main(["spark_clrs.search"])
-        return status, stderr.getvalue()
-
-      status, stderr = cli()
+      cfg = self.make_config(server, progress="log")
+      status, stderr = self.cli(cfg, {"OPENAI_API_KEY": PROVIDER_KEY})
       self.assertEqual(status, 1, stderr[-2000:])
       self.assertEqual(server.hits, 1, stderr[-3000:])  # A bad key is not worth asking again.
-      errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-      self.assertLen(errors, 1)
-      self.assertIn("set OPENAI_API_KEY to a valid key", errors[0])
+      # A custom api_base never gets the provider's key; the line says how to give one.
+      self.assertEqual(server.headers[0]["authorization"], "Bearer no-key-required")
+      self.assert_one_error_line(stderr, "refused openai/scripted without an API key",
+                                 "--llm_api_key_env")
       candidates, calls = open_db(self.run_dir)
       self.assertEqual([c.id for c in candidates], [0])
       self.assertEqual([(c["candidate_id"], c["error_kind"]) for c in calls], [(None, "auth")])
       switch.down = False
-      status, stderr = cli()
+      status, stderr = self.cli(cfg, {"OPENAI_API_KEY": PROVIDER_KEY})
       self.assertEqual(status, 0, stderr[-2000:])
+      self.assertFalse(any(PROVIDER_KEY in str(h) for h in server.headers))
     self.assert_complete(self.summary())
+
+  def test_echoed_key_is_stored_nowhere_in_the_run_directory(self):
+    def responder(request):
+      if role_of(request) == "router":
+        return Reply(answer(request))
+      # The server quotes the Authorization header it got, as some proxies do.
+      return Status(401, f"Incorrect API key provided: {server.headers[-1]['authorization']}")
+
+    with ScriptedServer(responder=responder) as server:
+      cfg = self.make_config(server, progress="log", llm_api_key_env="SPARK_TEST_LLM_KEY")
+      status, stderr = self.cli(cfg, {"SPARK_TEST_LLM_KEY": SECRET,
+                                      "OPENAI_API_KEY": PROVIDER_KEY})
+      self.assertEqual(status, 1, stderr[-2000:])
+      self.assertEqual(server.headers[1]["authorization"], f"Bearer {SECRET}")  # It was sent.
+      self.assertFalse(any(PROVIDER_KEY in str(h) for h in server.headers))
+    self.assert_one_error_line(stderr, "set SPARK_TEST_LLM_KEY to a valid key", "[redacted]")
+    self.assertNotIn(SECRET, stderr)
+    files = [p for p in self.run_dir.rglob("*") if p.is_file()]
+    self.assertGreater(len(files), 5)
+    for path in files:
+      data = path.read_bytes()
+      for secret in (SECRET, PROVIDER_KEY):
+        self.assertNotIn(secret.encode(), data, path)
+        self.assertNotIn(secret[3:].encode(), data, path)  # No partial copy either.
+
+  @parameterized.named_parameters(
+      ("openrouter_unknown_model", "openrouter/acme/nope", 400,
+       "acme/nope is not a valid model ID", "is not found at"),
+      ("deepseek_unknown_model", "deepseek/deepseek-nope", 400, "Model Not Exist",
+       "is not found at"),
+      ("anthropic_unknown_model", "anthropic/claude-nope", 404, "model: claude-nope",
+       "is not found at"),
+      ("gemini_unknown_model", "gemini/gemini-nope", 404,
+       "models/gemini-nope is not found for API version v1beta", "is not found at"),
+      ("openrouter_credits", "openrouter/acme/model", 402,
+       "Insufficient credits. Add more using https://openrouter.ai/credits", "no credits"),
+      ("openai_max_tokens", "openai/scripted", 400,
+       "max_tokens is too large: 8192. This model supports at most 4096 completion tokens, "
+       "whereas you provided 8192.", "set --llm_max_tokens to at most 4096"),
+  )
+  def test_permanent_failure_stops_the_cli_at_once(self, model, code, wording, fix):
+    with ScriptedServer(responder=lambda request: Status(code, wording)) as server:
+      status, stderr = self.cli(self.make_config(server, llm_model=model, progress="log"))
+      self.assertEqual(status, 1, stderr[-2000:])
+      self.assertEqual(server.hits, 1, stderr[-3000:])  # Asked once, never again.
+    line = self.assert_one_error_line(stderr, "LLM provider failure at proposal 1", fix)
+    self.assertIn(model, line)
+    candidates, _ = open_db(self.run_dir)
+    self.assertEqual([c.id for c in candidates], [0])
+
+  def test_refusals_that_repeat_stop_the_run_and_one_rejects_one_proposal(self):
+    seen = {"rewriter": 0}
+
+    def responder(request):
+      role = role_of(request)
+      if role == "rewriter":
+        seen["rewriter"] += 1
+        if seen["rewriter"] == 1:  # One content filter hit: that proposal only.
+          return Reply(None, finish_reason="content_filter")
+      return Reply(answer(request))
+
+    with ScriptedServer(responder=responder) as server:
+      summary = self.search(server)
+      self.assertEqual(server.hits, 3 * ITERATIONS)  # Not retried.
+    candidates, _ = open_db(self.run_dir)
+    self.assertEqual(summary["proposals"], ITERATIONS)
+    self.assertEqual([c.status for c in candidates[1:]].count("rejected"), 1)
+    self.assertIn("refused or blocked the reply", candidates[1].reason)
+
+    self.run_dir = self.run_dir.parent / "always"
+    with ScriptedServer(responder=lambda request: Reply("", finish_reason="refusal")) as server:
+      with self.assertRaises(SearchError) as caught:
+        self.search(server, llm_max_consecutive_failures=2)
+      self.assertEqual(server.hits, 2)
+    self.assertIn("refused or blocked 2 requests in a row", str(caught.exception))
+    self.assertIn("use another model", str(caught.exception))
+
+  def test_retry_after_is_waited_in_seconds_http_date_and_milliseconds(self):
+    count = iter(range(1000))
+    waits = {0: (("Retry-After", "1"),), 3: None, 6: (("retry-after-ms", "1500"),)}
+
+    def responder(request):
+      n = next(count)
+      if n in waits:
+        headers = waits[n] or (("Retry-After", email.utils.formatdate(time.time() + 2,
+                                                                       usegmt=True)),)
+        return Status(429, "Rate limit reached for requests", headers=headers)
+      return Reply(answer(request))
+
+    with ScriptedServer(responder=responder) as server:
+      summary = self.search(server)
+      gaps = [server.times[n + 1] - server.times[n] for n in sorted(waits)]
+    self.assert_complete(summary)
+    self.assertGreaterEqual(gaps[0], 1.0)
+    self.assertBetween(gaps[1], 1.0, 3.5)  # An HTTP date has whole seconds.
+    self.assertGreaterEqual(gaps[2], 1.5)
+    self.assertLess(max(gaps), 5.0)
+
+  def test_trickling_server_is_stopped_at_the_deadline(self):
+    with ScriptedServer(responder=lambda request: Trickle(0.1)) as server:
+      start = time.monotonic()
+      with self.assertRaises(SearchError) as caught:
+        self.search(server, llm_timeout=1.0, llm_retries=1, llm_max_consecutive_failures=1)
+      took = time.monotonic() - start
+      self.assertIn(server.hits, (1, 2))  # A request LiteLLM is slow to send may never arrive.
+    self.assertLess(took, 12.0)
+    message = str(caught.exception)
+    self.assertIn("did not answer within --llm_timeout 2 time(s)", message)
+    self.assertRegex(message, r"waited [2-5] s on the provider")
+    _, calls = open_db(self.run_dir)
+    self.assertEqual(calls[0]["error_kind"], "timeout")
+    self.assertGreater(calls[0]["prompt_tokens"], 0)  # Sent, so counted by its prompt.
 
   # ---- whole replies ------------------------------------------------------------------------
 
@@ -309,15 +423,54 @@ class ProviderRunTest(absltest.TestCase):
       models.append([c["model"] for c in calls])
     self.assertEqual(models[0], models[1])  # The same seed draws the same models.
 
-  def test_token_limit_ends_the_run_cleanly_and_a_larger_limit_continues(self):
+  def test_cost_cap_refuses_to_start_for_an_unpriced_model(self):
     with ScriptedServer(responder=lambda request: Reply(answer(request))) as server:
-      summary = self.search(server, max_llm_tokens=1, llm_price_per_mtok=(1.0, 2.0))
-      self.assertEqual(summary["proposals"], 1)  # The limit is checked before each proposal.
+      for i, caps in enumerate(({"max_cost_usd": 1.0}, {"budget": "cost", "budget_amount": 1.0})):
+        self.run_dir = self.run_dir.parent / f"refused{i}"
+        with self.assertRaises(config.ConfigError) as caught:
+          self.search(server, **caps)
+        self.assertIn("needs a price for openai/scripted", str(caught.exception))
+        self.assertIn("--llm_price_per_mtok", str(caught.exception))
+      self.assertEqual(server.hits, 0)
+      self.run_dir = self.run_dir.parent / "free"
+      summary = self.search(server, max_cost_usd=1.0, llm_price_per_mtok=(0.0, 0.0))  # Free.
+    self.assert_complete(summary)
+
+  def test_empty_replies_reject_their_proposal_and_are_never_cached(self):
+    empties = iter([Reply(""), Reply(None, finish_reason="length")])
+
+    def responder(request):
+      if role_of(request) == "rewriter":
+        return next(empties, None) or Reply(answer(request))
+      return Reply(answer(request))
+
+    with ScriptedServer(responder=responder) as server:
+      summary = self.search(server)
+      self.assertEqual(server.hits, 3 * ITERATIONS)  # Neither was retried.
+    candidates, _ = open_db(self.run_dir)
+    self.assertEqual(summary["proposals"], ITERATIONS)
+    self.assertIn("the reply is empty", candidates[1].reason)
+    self.assertIn("without an answer", candidates[2].reason)
+    self.assertIn("--llm_max_tokens", candidates[2].reason)
+    conn = sqlite3.connect(self.run_dir / "llm_cache.sqlite")
+    replies = [r[0] for r in conn.execute("SELECT reply FROM replies")]
+    conn.close()
+    self.assertLen(replies, 3 * ITERATIONS - 2)
+    self.assertTrue(all(r.strip() for r in replies))
+
+  def test_spend_guard_stops_before_the_request_that_would_overshoot(self):
+    limit = 9000
+    with ScriptedServer(responder=lambda request: Reply(answer(request))) as server:
+      summary = self.search(server, max_llm_tokens=limit, llm_max_tokens=1000,
+                            llm_price_per_mtok=(1.0, 2.0))
+      sent = server.hits
       self.assertFalse(summary["complete"])
-      self.assertIn("--max_llm_tokens=1 reached", summary["stop_reason"])
-      self.assertIn("search stopped early", self.log_text())
-      self.assertGreater(summary["llm"]["cost_usd"], 0.0)
-      self.assertGreater(summary["llm"]["by_role"]["rewriter"]["total_tokens"], 0)
+      self.assertIn(f"--max_llm_tokens={limit} would be exceeded", summary["stop_reason"])
+      self.assertIn("the request was not sent", summary["stop_reason"])
+      self.assertLessEqual(summary["llm"]["total_tokens"], limit)  # Never overshot.
+      self.assertLess(sent, 3 * ITERATIONS)
+      _, calls = open_db(self.run_dir)
+      self.assertLen(calls, sent)  # Every request sent is stored; the refused one was not sent.
       resumed = self.search(server, max_llm_tokens=0, llm_price_per_mtok=(1.0, 2.0))
     self.assert_complete(resumed)
     self.assertIsNone(resumed["stop_reason"])

@@ -4,8 +4,10 @@ Every ``red_*`` case of the candidate corpus (``tests/data/candidates/``) is an 
 seen on the landed code: reflection through ``operator``/``functools``, string annotations,
 run-time dunders, numpy file/URL/pickle I/O, ``/proc/<ppid>/environ``, sockets, SQLite
 outside the workdir, a detached process, monkeypatching our modules to forge the verdict
-or ``param_count``, a reason that exfiltrates a secret, a NaN only at n=64, and hangs
-that start after the check's traces. Each runs through ``checks.run_checks`` (the real
+or ``param_count``, a reason that exfiltrates a secret, a NaN only at n=64, hangs that
+start after the check's traces, and (issue 16) the walk-around from a JAX array's or
+jaxpr's traceback to real code objects and frames, function constructors reached through
+``type(f)`` or a re-export, and module aliases rebound under ``except``/``try``/walrus. Each runs through ``checks.run_checks`` (the real
 sandbox, jailed once the jail lands) and must be rejected at its stage while the host is
 unchanged: no sentinel file outside the workdir, no secret of the parent (environment or
 file) in the verdict, no process left. Most stop at ``policy`` before any process starts;
@@ -24,6 +26,7 @@ import psutil
 from absl.testing import absltest
 
 from spark_clrs import checks
+from spark_clrs.checks import policy
 from spark_clrs.isolation import sandbox
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -44,6 +47,11 @@ CATEGORIES = {
     "red_write_module_global", "red_jax_config", "red_host_callback",
     "red_reason_exfiltration", "red_hang_global_counter", "red_hang_while_loop_at_ood",
     "red_nan_only_at_ood", "red_reason_flood",
+    # Issue 16's walk-around route: code objects and constructors reached from JAX objects,
+    # and module aliases rebound where a checker does not look.
+    "red_traceback_code_object", "red_jaxpr_frame_globals", "red_function_constructor",
+    "red_type_of_function_called", "red_alias_rebound_under_except",
+    "red_alias_conditional_import", "red_alias_walrus",
 }
 
 
@@ -76,6 +84,12 @@ class RedTeamPolicyTest(absltest.TestCase):
 
   def test_every_attack_category_has_a_case(self):
     self.assertEqual({c.name for c in self.cases}, CATEGORIES)
+
+  def test_policy_cases_are_refused_before_any_process_starts(self):
+    for case in self.cases:
+      if case.expect == "policy":
+        with self.subTest(case.name):
+          self.assertNotEmpty(policy.check_policy(case.candidate))
 
   def test_hostile_cases_are_rejected_and_the_host_is_unchanged(self):
     for path in _sentinels():

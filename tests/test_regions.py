@@ -200,5 +200,58 @@ class DiffTest(absltest.TestCase):
       regions.diff_factors(PROGRAM, _with(PROGRAM, "  # ===== END ACTION REGION =====\n", ""))
 
 
+class DriftRepairTest(absltest.TestCase):
+  """A program-mode child whose read-only text drifted only in whitespace or comments."""
+
+  def setUp(self):
+    super().setUp()
+    self.edited = regions.replace_region(PROGRAM, "ACTION", "  y = layer(x) * SCALE + 1.0\n")
+
+  def assertRepaired(self, child):
+    repair = regions.repair_drift(PROGRAM, child, ["ACTION"])
+    self.assertIsNotNone(repair)
+    self.assertEqual(repair.child, self.edited)
+    self.assertNotEmpty(repair.drift)
+    return repair
+
+  def test_a_comment_outside_the_region(self):
+    child = _with(self.edited, "def step(x):", "def step(x):  # one processor step")
+    repair = self.assertRepaired(child)
+    self.assertEqual(repair.drift, ("read-only line 7: 'def step(x):' -> 'def step(x):  # one "
+                                    "processor step'",))
+
+  def test_blank_lines_and_trailing_spaces(self):
+    self.assertRepaired(_with(_with(self.edited, "\n\n\ndef", "\ndef"), "import jax",
+                              "import jax   "))
+
+  def test_a_comment_in_another_factor_region(self):
+    self.assertRepaired(_with(self.edited, "  layer = jax.nn.relu", "  layer = jax.nn.relu  # act"))
+
+  def test_a_uniformly_reindented_program_keeps_the_parents_indentation(self):
+    lines = [("  " + line) if line.startswith("  ") else line for line in self.edited.split("\n")]
+    self.assertRepaired("\n".join(lines))
+
+  def test_a_code_or_docstring_change_outside_stays_entangled(self):
+    for child in (_with(self.edited, "SCALE = 2.0", "SCALE = 3.0"),
+                  _with(self.edited, "return y", "return -y"),
+                  _with(self.edited, "two factor regions", "three factor regions"),
+                  regions.replace_region(self.edited, "OPERATOR", "  layer = jax.nn.gelu\n")):
+      with self.subTest(child):
+        self.assertIsNone(regions.repair_drift(PROGRAM, child, ["ACTION"]))
+        self.assertNotEmpty(regions.outside_scope_changes(PROGRAM, child, ["ACTION"]))
+
+  def test_nothing_to_repair_or_markers_broken(self):
+    self.assertIsNone(regions.repair_drift(PROGRAM, self.edited, ["ACTION"]))
+    broken = _with(self.edited, "  # ===== END ACTION REGION =====\n", "")
+    self.assertIsNone(regions.repair_drift(PROGRAM, broken, ["ACTION"]))
+    swapped = _with(self.edited, "BEGIN OPERATOR", "BEGIN OPERATOR2").replace(
+        "END OPERATOR", "END OPERATOR2")
+    self.assertIsNone(regions.repair_drift(PROGRAM, swapped, ["ACTION"]))
+
+  def test_reindent_body_keeps_relative_indentation(self):
+    self.assertEqual(regions.reindent_body("if a:\n  b = 1\n\nc = 2\n", "    x = 1\n"),
+                     "    if a:\n      b = 1\n\n    c = 2\n")
+
+
 if __name__ == "__main__":
   absltest.main()

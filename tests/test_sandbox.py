@@ -170,7 +170,7 @@ class ParentDeathTest(_SandboxCase):
            if use_worker else "functools.partial(sandbox.run_in_child, extra_env=env)")
     driver = (
         "import functools, pathlib\n"
-        "from spark_clrs import sandbox\n"
+        "from spark_clrs.isolation import sandbox\n"
         f"work = pathlib.Path({str(self.tmp)!r})\n"
         f"env = {ENV!r}\n"
         # The token is split so that the driver's own argv does not carry it.

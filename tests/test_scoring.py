@@ -3,9 +3,10 @@
 No training and no child process: the Triplet-GMPNN seed at its initial parameters
 proves that blanking every hint step after the first leaves CLRS's predictions
 bit-identical, and that the trusted score of predictions that crossed the boundary as
-``.npz`` equals ``clrs.evaluate`` and the in-process ``evaluator.score`` exactly. The
-file reader is attacked with symlinks, FIFOs, pickles and oversized files; the
-checkpoint selector is driven with hand-made checkpoints.
+``.npz`` equals ``clrs.evaluate`` and the in-process ``in_process.score`` exactly, and
+that per-graph accuracies average to it. The checkpoint selector is driven with
+hand-made checkpoints, hostile ones included (the file reader's own attacks are in
+``test_exchange``).
 """
 
 import json
@@ -21,7 +22,9 @@ import numpy as np
 from absl.testing import absltest
 
 import processors
-from spark_clrs.evaluation import data, evaluator, profiles, scoring
+from spark_clrs.evaluation import data, in_process, profiles, protocol, scoring, trainer
+from spark_clrs.isolation import exchange
+from spark_clrs.isolation.exchange import BoundaryError
 
 PROFILE = profiles.get_profile("quick", hidden=16)
 
@@ -36,13 +39,13 @@ class SeedPredictionsTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    evaluator.configure_jax()
+    trainer.configure_jax()
     cls.spec, cls.sets = data.build_eval_sets(PROFILE)
     factory = processors.load("triplet_gmpnn", use_ln=True, nb_triplet_fts=8)
     dummy = cls.sets["val"].batches[0]
-    cls.model = evaluator.build_model(PROFILE, factory, cls.spec, dummy, "/tmp")
-    evaluator.make_initializer(cls.model)(dummy.features, 1)
-    cls.fns = {"predict": evaluator.make_predictor(cls.model, cls.spec)}
+    cls.model = trainer.build_model(PROFILE, factory, cls.spec, dummy, "/tmp")
+    trainer.make_initializer(cls.model)(dummy.features, 1)
+    cls.fns = {"predict": trainer.make_predictor(cls.model, cls.spec)}
     cls.key = jax.random.PRNGKey(7)
 
   def _predict(self, eval_set, blank: bool):
@@ -91,14 +94,20 @@ class SeedPredictionsTest(absltest.TestCase):
       root = pathlib.Path(tmp)
       for name, eval_set in self.sets.items():
         values, _ = self._predict(eval_set, blank=True)
-        scoring.save_npz(root / "exchange" / f"{name}.npz",
-                         {scoring.prediction_key(name, 3, k): v for k, v in values.items()})
-        arrays = scoring.load_npz(root, f"exchange/{name}.npz")
+        exchange.save_npz(root, f"exchange/{name}.npz",
+                          {protocol.prediction_key(name, 3, k): v for k, v in values.items()},
+                          parents=True)
         outputs = scoring.truth(eval_set)
+        spec = protocol.prediction_spec({name: scoring.output_shapes(outputs)}, [3])
+        arrays = exchange.load_npz(root, f"exchange/{name}.npz",
+                                   max_bytes=protocol.spec_bytes(spec), expect=spec)
         preds = scoring.predictions_for(arrays, outputs, name, 3)
         trusted = scoring.score(outputs, preds)
         self.assertEqual(trusted, clrs.evaluate(outputs, preds)["score"])
-        self.assertEqual(trusted, evaluator.score(self.model, eval_set, self.key))
+        self.assertEqual(trusted, in_process.score(self.model, eval_set, self.key))
+        per_graph = scoring.per_graph_scores(outputs, preds)
+        self.assertLen(per_graph, outputs[0].data.shape[0])
+        self.assertAlmostEqual(float(np.mean(per_graph)), trusted, places=6)
 
   def test_features_round_trip_without_outputs(self):
     arrays, manifest = data.export_features(self.sets, self.spec)
@@ -135,6 +144,20 @@ def _preds(data_: np.ndarray) -> dict[str, clrs.DataPoint]:
   return {"pi": clrs.DataPoint("pi", "node", "pointer", data_.astype(np.float32))}
 
 
+def _header_bomb() -> bytes:
+  """A ~300-byte .npz whose one member claims 10^12 float32 values."""
+  import io  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+
+  text = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
+  body = (text + " " * (118 - len(text)) + "\n").encode()
+  header = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w") as archive:
+    archive.writestr("val|0|pi.npy", header)
+  return buf.getvalue()
+
+
 class BootstrapTest(absltest.TestCase):
 
   def test_perfect_predictions_have_no_spread(self):
@@ -151,6 +174,9 @@ class BootstrapTest(absltest.TestCase):
     # Mean of 64 per-graph 0/1 scores: sd 0.0625, so a 95 % half-width near 1.96 sd.
     self.assertBetween(metrics["ood_val_acc_ci"], 0.09, 0.15)
     self.assertEqual(metrics["ood_val_acc_ci_per_seed"], [metrics["ood_val_acc_ci"]])
+    (row,) = metrics["ood_val_acc_per_graph"]
+    self.assertEqual(row, [0.0, 1.0] * 32)  # Graph order kept: the even ones are wrong.
+    self.assertEqual(np.mean(row), metrics["ood_val_acc"])
     again = scoring.accuracy_metrics("ood_val_acc", (truth,), [_preds(pred)])
     self.assertEqual(again, metrics)
 
@@ -164,65 +190,6 @@ class BootstrapTest(absltest.TestCase):
     ci, per_seed = scoring.bootstrap_half_widths((truth,), [_preds(half), _preds(other)])
     self.assertAlmostEqual(ci, 0.0, places=12)
     self.assertGreater(min(per_seed), 0.05)
-
-
-class SafeReadTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.root = pathlib.Path(self.create_tempdir().full_path)
-    (self.root / "exchange").mkdir()
-    self.secret = self.root.parent / "secret.txt"
-    self.secret.write_text("TOP-SECRET-CONTENT\n")
-
-  def assert_refused(self, relpath: str, pattern: str, **kwargs):
-    with self.assertRaisesRegex(scoring.ExchangeError, pattern) as ctx:
-      scoring.load_npz(self.root, relpath, **kwargs)
-    message = str(ctx.exception)
-    self.assertNotIn("TOP-SECRET", message)
-    self.assertNotIn("\n", message)
-
-  def test_round_trip(self):
-    scoring.save_npz(self.root / "exchange" / "a.npz", {"x|1": np.arange(3, dtype=np.int32)})
-    arrays = scoring.load_npz(self.root, "exchange/a.npz")
-    np.testing.assert_array_equal(arrays["x|1"], np.arange(3))
-    with self.assertRaisesRegex(ValueError, "only numeric arrays"):
-      scoring.save_npz(self.root / "b.npz", {"o": np.array([{}], dtype=object)})
-
-  def test_missing(self):
-    self.assert_refused("exchange/none.npz", "exchange/none.npz is missing")
-
-  def test_symlinked_file_and_directory(self):
-    os.symlink(self.secret, self.root / "exchange" / "link.npz")
-    self.assert_refused("exchange/link.npz", "cannot be opened as a plain file")
-    os.symlink(self.root.parent, self.root / "up")
-    self.assert_refused("up/secret.txt", "is not a plain directory")
-    self.assert_refused("exchange/../../secret.txt", "bad path component")
-
-  def test_fifo_does_not_block(self):
-    os.mkfifo(self.root / "exchange" / "fifo.npz")
-    self.assert_refused("exchange/fifo.npz", "not a regular file")
-
-  def test_pickle_garbage_and_size(self):
-    with open(self.root / "exchange" / "pickled.npz", "wb") as f:
-      np.savez(f, obj=np.array([{"a": 1}], dtype=object))
-    self.assert_refused("exchange/pickled.npz", "not a valid .npz of plain arrays")
-    (self.root / "exchange" / "junk.npz").write_bytes(self.secret.read_bytes())
-    self.assert_refused("exchange/junk.npz", "not a valid .npz")
-    scoring.save_npz(self.root / "exchange" / "big.npz", {"x": np.zeros(1000)})
-    self.assert_refused("exchange/big.npz", "over the 100 byte limit", max_bytes=100)
-    with open(self.root / "exchange" / "strings.npz", "wb") as f:
-      np.savez(f, s=np.array(["a", "b"]))
-    self.assert_refused("exchange/strings.npz", "only bool, integer and float")
-
-  def test_unlink_never_follows_a_symlinked_directory(self):
-    outside = self.root.parent / "outside"
-    outside.mkdir(exist_ok=True)
-    (outside / "victim.npz").write_text("keep")
-    os.symlink(outside, self.root / "exchange" / "ckpt")
-    scoring.unlink(self.root, "exchange/ckpt/victim.npz")
-    self.assertTrue((outside / "victim.npz").exists())
-    self.assertEqual(scoring.list_names(self.root, "exchange/missing"), [])
 
 
 class ValidationTest(absltest.TestCase):
@@ -242,22 +209,22 @@ class ValidationTest(absltest.TestCase):
              ({"val|0|pi": self.good["val|0|pi"].astype(np.float64)}, "dtype float64"),
              ({"val|0|pi": np.full((8, 4), np.nan, np.float32)}, "^nonfinite: .*NaN")]
     for arrays, pattern in cases:
-      with self.assertRaisesRegex(scoring.ExchangeError, pattern):
+      with self.assertRaisesRegex(BoundaryError, pattern):
         scoring.predictions_for(arrays, (self.truth,), "val", 0)
 
   def test_param_counts(self):
-    arrays = scoring.flatten_params({
+    arrays = protocol.flatten_params({
         "net/algo_0_pos_enc_linear": {"w": np.ones((1, 4), np.float32)},
         "net/triplet_gmpnn_clrs_processor/linear": {"w": np.ones((4, 4), np.float32),
                                                     "b": np.ones(4, np.float32)}})
     arrays["key|val"] = np.zeros(2, np.uint32)
     self.assertEqual(scoring.count_params(arrays, "state"), scoring.ParamCounts(24, 20))
-    self.assertEqual(scoring.unflatten_params(arrays)["net/algo_0_pos_enc_linear"]["w"].shape,
+    self.assertEqual(protocol.unflatten_params(arrays)["net/algo_0_pos_enc_linear"]["w"].shape,
                      (1, 4))
     arrays["params|net/x|w"] = np.array([np.inf], np.float32)
-    with self.assertRaisesRegex(scoring.ExchangeError, "^nonfinite: state: parameter net/x/w"):
+    with self.assertRaisesRegex(BoundaryError, "^nonfinite: state: parameter net/x/w"):
       scoring.count_params(arrays, "state")
-    with self.assertRaisesRegex(scoring.ExchangeError, "holds no parameters"):
+    with self.assertRaisesRegex(BoundaryError, "holds no parameters"):
       scoring.count_params({"key|val": np.zeros(2, np.uint32)}, "state")
 
 
@@ -267,18 +234,19 @@ class CheckpointSelectorTest(absltest.TestCase):
     super().setUp()
     self.root = pathlib.Path(self.create_tempdir().full_path)
     (self.truth,) = _pointer_set(16)
-    self.ckpt = self.root / "exchange" / "ckpt"
+    self.ckpt = self.root / protocol.CKPT_DIR
 
   def _write(self, seed: int, step: int, correct: int, finite: bool = True):
     pred = self.truth.data.copy()
     pred[correct:] = (pred[correct:] + 1) % 4
-    params_name, val_name = scoring.checkpoint_names(seed, step)
-    scoring.save_npz(self.ckpt / params_name, {"params|net/m|w": np.full(2, step, np.float32)})
-    scoring.save_npz(self.ckpt / val_name, {f"val|{seed}|pi": pred.astype(np.float32),
-                                            "finite": np.asarray(finite)})
+    params_name, val_name = protocol.checkpoint_names(seed, step)
+    exchange.save_npz(self.root, f"{protocol.CKPT_DIR}/{params_name}",
+                      {"params|net/m|w": np.full(2, step, np.float32)}, parents=True)
+    exchange.save_npz(self.root, f"{protocol.CKPT_DIR}/{val_name}",
+                      {f"val|{seed}|pi": pred.astype(np.float32), "finite": np.asarray(finite)})
 
   def test_keeps_the_first_strictly_best_while_the_child_writes(self):
-    selector = scoring.CheckpointSelector(self.root, "exchange/ckpt", (self.truth,), [0, 1],
+    selector = scoring.CheckpointSelector(self.root, protocol.CKPT_DIR, (self.truth,), [0, 1],
                                           poll_s=0.01)
     selector.start()
 
@@ -301,18 +269,45 @@ class CheckpointSelectorTest(absltest.TestCase):
     np.testing.assert_array_equal(selector.best_params(0)["params|net/m|w"], [5, 5])
 
   def test_malformed_checkpoint_fails_with_its_name(self):
-    selector = scoring.CheckpointSelector(self.root, "exchange/ckpt", (self.truth,), [0])
-    self.ckpt.mkdir(parents=True)
-    _, val_name = scoring.checkpoint_names(0, 50)
-    scoring.save_npz(self.ckpt / val_name, {"val|0|pi": np.zeros((16, 2), np.float32)})
-    with self.assertRaisesRegex(scoring.ExchangeError,
-                                "val checkpoint of seed 0 step 50: .* has shape"):
+    selector = scoring.CheckpointSelector(self.root, protocol.CKPT_DIR, (self.truth,), [0])
+    _, val_name = protocol.checkpoint_names(0, 50)
+    exchange.save_npz(self.root, f"{protocol.CKPT_DIR}/{val_name}",
+                      {"val|0|pi": np.zeros((16, 2), np.float32), "finite": np.asarray(True)},
+                      parents=True)
+    with self.assertRaisesRegex(BoundaryError, r"seed0_step50\.val\.npz: array val\|0\|pi is "
+                                r"float32\[16, 2\], expected float32\[16, 4\]"):
       selector.stop()
 
+  def test_hostile_checkpoints_are_rejected_without_touching_the_host(self):
+    outside = pathlib.Path(self.create_tempdir().full_path)
+    (outside / "seed0_step0.params.npz").write_bytes(b"KEEP")
+    cases = {
+        "fifo": lambda p: os.mkfifo(p),
+        "dev_zero": lambda p: os.symlink("/dev/zero", p),
+        "bomb": lambda p: p.write_bytes(_header_bomb()),
+    }
+    for label, plant in cases.items():
+      root = self.root / label
+      (root / protocol.CKPT_DIR).mkdir(parents=True)
+      plant(root / protocol.CKPT_DIR / protocol.checkpoint_names(0, 0)[1])
+      selector = scoring.CheckpointSelector(root, protocol.CKPT_DIR, (self.truth,), [0])
+      start = time.monotonic()
+      with self.assertRaises(BoundaryError) as ctx:
+        selector.stop()
+      self.assertLess(time.monotonic() - start, 5.0, label)
+      self.assertNotIn("\n", str(ctx.exception))
+    root = self.root / "linked"
+    (root / protocol.EXCHANGE_DIR).mkdir(parents=True)
+    os.symlink(outside, root / protocol.CKPT_DIR)
+    selector = scoring.CheckpointSelector(root, protocol.CKPT_DIR, (self.truth,), [0])
+    with self.assertRaisesRegex(BoundaryError, "ckpt is not a plain directory"):
+      selector.stop()
+    self.assertEqual((outside / "seed0_step0.params.npz").read_bytes(), b"KEEP")
+
   def test_no_checkpoint(self):
-    selector = scoring.CheckpointSelector(self.root, "exchange/ckpt", (self.truth,), [0])
+    selector = scoring.CheckpointSelector(self.root, protocol.CKPT_DIR, (self.truth,), [0])
     selector.stop()
-    with self.assertRaisesRegex(scoring.ExchangeError, "no val checkpoint for seed 0"):
+    with self.assertRaisesRegex(BoundaryError, "no val checkpoint for seed 0"):
       selector.best_params(0)
 
 

@@ -18,23 +18,28 @@ import time
 import types
 from unittest import mock
 
+import helpers
 import psutil
 import pytest
 from absl.testing import absltest
 
 from spark_clrs import config as config_lib
 from spark_clrs.programs import regions
-from spark_clrs.search import archive_db, rundir
+from spark_clrs.search import api, archive_db, rundir
 from spark_clrs.search.controller import Controller, SearchError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEED_TEXT = (ROOT / "seeds" / "triplet_gmpnn.py").read_text()
 JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
-TINY = dict(profile="quick", profile_overrides=("train_steps=2", "hidden=8"), iterations=2,
-            num_islands=2, progress="log", seed=0)
+# BFS (half DFS's compilation) and one training seed: what these runs prove is the loop's
+# bookkeeping around real jailed training, not the statistics.
+TINY = dict(profile="quick", profile_overrides=("train_steps=2", "hidden=8", "algorithm=bfs"),
+            iterations=2, num_islands=2, progress="log", seed=0, final_top_k=0,
+            seed_program_seeds=1)
 TINY_FLAGS = ["--profile=quick", "--profile_overrides=train_steps=2",
-              "--profile_overrides=hidden=8", "--iterations=2", "--num_islands=2",
-              "--progress=log", "--seed=0"]
+              "--profile_overrides=hidden=8", "--profile_overrides=algorithm=bfs",
+              "--iterations=2", "--num_islands=2", "--progress=log", "--seed=0",
+              "--final_top_k=0", "--seed_program_seeds=1"]
 ENV = {"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE), "MPLBACKEND": "Agg"}
 
 
@@ -43,13 +48,6 @@ def _tmpdir(test: absltest.TestCase) -> pathlib.Path:
   test.addCleanup(tmp.cleanup)
   return pathlib.Path(tmp.name)
 
-
-def _candidates(run: pathlib.Path) -> list[archive_db.Candidate]:
-  db = archive_db.ArchiveDB(run / "archive.sqlite")
-  try:
-    return db.candidates()
-  finally:
-    db.close()
 
 
 # ---------------------------------------------------------------------------- fakes
@@ -119,12 +117,15 @@ class ControllerTest(absltest.TestCase):
     self.tmp = _tmpdir(self)
 
   def _run(self, plan, evaluate, **overrides):
+    # The loop alone: the final re-evaluation is tested in test_search_stats.py.
     cfg = config_lib.SearchConfig(output=str(self.tmp / "run"), profile="quick",
                                   feasibility_check=False, progress="none", num_islands=2,
                                   migration_interval=2, **{"iterations": len(plan),
-                                                           **overrides})
+                                                           "final_top_k": 0, **overrides})
     proposer = FakeProposer(plan)
-    controller = Controller(rundir.open_run(cfg), proposer=proposer, evaluate=evaluate)
+    opened = rundir.open_run(cfg)
+    controller = Controller(opened, proposer=proposer, evaluate=evaluate,
+                            refresh=api.PageRefresher(opened.run))
     return controller, proposer
 
   def test_loop_records_every_outcome(self):
@@ -133,7 +134,7 @@ class ControllerTest(absltest.TestCase):
     controller, _ = self._run(plan, evaluate)
     controller.run()
     run = self.tmp / "run"
-    cands = {c.id: c for c in _candidates(run)}
+    cands = {c.id: c for c in helpers.run_candidates(run)}
     self.assertEqual(sorted(cands), list(range(7)))
     self.assertEqual(cands[0].status, "evaluated")
     self.assertEqual((cands[2].status, cands[2].stage), ("rejected", "entangled"))
@@ -181,7 +182,7 @@ class ControllerTest(absltest.TestCase):
 
     cfg = config_lib.SearchConfig(output=str(self.tmp / "run"), profile="quick",
                                   feasibility_check=False, progress="none", num_islands=2,
-                                  iterations=4)
+                                  iterations=4, final_top_k=0)
     Controller(rundir.open_run(cfg), proposer=Population(["good"] * 4),
                evaluate=FakeEvaluate()).run()
     self.assertEqual(seen[0], [])  # Only the seed exists, and it is the parent.
@@ -197,7 +198,7 @@ class ControllerTest(absltest.TestCase):
     controller, proposer = self._run(plan, first)
     with self.assertRaises(KeyboardInterrupt):
       controller.run()
-    cands = {c.id: c for c in _candidates(self.tmp / "run")}
+    cands = {c.id: c for c in helpers.run_candidates(self.tmp / "run")}
     self.assertEqual(cands[3].status, "evaluating")
     self.assertLen(proposer.calls, 3)
     second = FakeEvaluate()
@@ -205,7 +206,7 @@ class ControllerTest(absltest.TestCase):
     controller.run()
     self.assertEqual(second.calls, ["0003", "0004"])  # Finished ones are not repeated.
     self.assertLen(proposer2.calls, 1)  # Only iteration 4 was still to be proposed.
-    cands = _candidates(self.tmp / "run")
+    cands = helpers.run_candidates(self.tmp / "run")
     self.assertEqual([c.id for c in cands], [0, 1, 2, 3, 4])
     self.assertTrue(all(c.status == "evaluated" for c in cands))
     workdirs = sorted(p.name for p in (self.tmp / "run" / "work" / "0003").iterdir())
@@ -230,6 +231,24 @@ class ControllerTest(absltest.TestCase):
 # ----------------------------------------------------------------------- real runs
 
 
+class PackageEntryTest(absltest.TestCase):
+  """``spark_clrs.search`` is the callable package: cheap to reach, submodules still import."""
+
+  def test_lazy_search_is_the_package_and_loads_no_jax(self):
+    code = (
+        "import sys, spark_clrs\n"
+        "search = spark_clrs.search\n"
+        "import spark_clrs.search.results as results\n"
+        "assert search is sys.modules['spark_clrs.search'], search\n"
+        "assert callable(search)\n"
+        "assert spark_clrs.SearchResult is results.SearchResult\n"
+        "print('jax' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertEqual(out.stdout.strip(), "False")
+
+
 class SearchEndToEndTest(absltest.TestCase):
   """Tiny real searches: offline proposer, sandboxed checks and CLRS training."""
 
@@ -250,7 +269,7 @@ class SearchEndToEndTest(absltest.TestCase):
                 "logs/events.jsonl", "results/summary.json", "results/best_program.py",
                 "results/best_so_far.png", "checkpoints"):
       self.assertTrue((out / rel).exists(), rel)
-    cands = _candidates(out)
+    cands = helpers.run_candidates(out)
     self.assertEqual([c.id for c in cands], [0, 1, 2])
     self.assertTrue(all(c.status not in ("proposed", "evaluating") for c in cands))
     s = result.summary
@@ -271,7 +290,7 @@ class SearchEndToEndTest(absltest.TestCase):
     self.assertLen(fig.axes, 1)
     # The same call again resumes: nothing is proposed, evaluated or asked again.
     again = spark_clrs.search(output=str(out), **TINY)
-    self.assertEqual([c.id for c in _candidates(out)], [0, 1, 2])
+    self.assertEqual([c.id for c in helpers.run_candidates(out)], [0, 1, 2])
     self.assertEqual(again.summary["llm"]["calls"], s["llm"]["calls"])
     self.assertEqual(again.best.id, result.best.id)
 
@@ -288,7 +307,9 @@ class SearchEndToEndTest(absltest.TestCase):
       return Reply(offline.answer(request["messages"], seed=0))
 
     with ScriptedServer(responder=responder) as server:
-      cmd = [sys.executable, "-m", "spark_clrs.search", *TINY_FLAGS, f"--output={out}",
+      # One proposal: the kill lands in its training, so the re-run must finish it alone.
+      flags = [f for f in TINY_FLAGS if not f.startswith("--iterations=")] + ["--iterations=1"]
+      cmd = [sys.executable, "-m", "spark_clrs.search", *flags, f"--output={out}",
              "--llm_model=openai/scripted", f"--llm_api_base={server.api_base}"]
       env = {**os.environ, **ENV}
       proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -318,18 +339,19 @@ class SearchEndToEndTest(absltest.TestCase):
                              timeout=1200)
       self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
       requests = list(server.requests)
-    cands = _candidates(out)
-    self.assertEqual([c.id for c in cands], [0, 1, 2])  # Every candidate exactly once.
+    cands = helpers.run_candidates(out)
+    self.assertEqual([c.id for c in cands], [0, 1])  # Every candidate exactly once.
     self.assertTrue(all(c.status in ("evaluated", "rejected", "failed") for c in cands))
     events = [json.loads(line) for line in (out / "logs" / "events.jsonl").open()]
     evaluating = [e["candidate_id"] for e in events if e["kind"] == "evaluating"]
     self.assertEqual(evaluating.count(1), 2)  # In flight at the kill: evaluated again.
     self.assertEqual(evaluating.count(0), 1)  # Finished before the kill: not repeated.
     # No LLM request was sent twice: every request the server saw is distinct, and the
-    # re-run only asked for iteration 2 (iteration 1 was recorded before the kill).
+    # re-run asked nothing (proposal 1 was recorded before the kill).
     bodies = [json.dumps(r["messages"], sort_keys=True) for r in requests]
     self.assertEqual(len(bodies), len(set(bodies)))
     self.assertGreaterEqual(hits_before, 3)
+    self.assertLen(requests, hits_before)
     db = archive_db.ArchiveDB(out / "archive.sqlite")
     try:
       calls = db.llm_calls()
@@ -338,7 +360,7 @@ class SearchEndToEndTest(absltest.TestCase):
     self.assertEqual(len(requests), sum(not c["cached"] for c in calls))
     summary = json.loads((out / "results" / "summary.json").read_text())
     self.assertTrue(summary["complete"])
-    self.assertEqual(summary["proposals"], 2)
+    self.assertEqual(summary["proposals"], 1)
     self.assertEqual(summary["llm_model"], "openai/scripted")
     self.assertEqual(summary["llm"]["calls"], len(calls))
     best = max((c for c in cands if c.can_be_parent), key=lambda c: (c.fitness, -c.id))
@@ -347,7 +369,7 @@ class SearchEndToEndTest(absltest.TestCase):
     self.assertEqual((out / "results" / "best_program.py").read_text(), best.code)
     self.assertTrue((out / "results" / "best_so_far.png").is_file())
     self.assertTrue((out / "checkpoints").is_dir())
-    self.assertIn("proposal 2", (out / "logs" / "search.log").read_text())
+    self.assertIn("proposal 1", (out / "logs" / "search.log").read_text())
     self.assertIn("best candidate", rerun.stdout)
     self.assertEqual(config_lib.parse_flagfile(str(out / "config.flags")).llm_model,
                      "openai/scripted")
@@ -363,7 +385,7 @@ class SearchEndToEndTest(absltest.TestCase):
         capture_output=True, text=True, timeout=1800)
     wall = time.monotonic() - start
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    cands = _candidates(out)
+    cands = helpers.run_candidates(out)
     trained = [c for c in cands if c.status in ("evaluated", "failed")]
     self.assertGreaterEqual(len(trained), 8)
     summary = json.loads((out / "results" / "summary.json").read_text())

@@ -2,32 +2,23 @@
 
 Each strategy proposes through ``openai/<name>`` against a scripted OpenAI-compatible
 server on 127.0.0.1 (tests/llm_server.py), and its records must show its own prompt
-structure and scope behaviour. The offline provider must answer every strategy, the
-population context must come out of a real archive, and every strategy must complete
-a controller run (fake trainer, fast) and a real quick-profile search (one fast, the
-rest marked slow).
+structure and scope behaviour; the offline provider must answer every strategy.
+Archive context and whole runs are in test_strategy_runs.py, each baseline's engine
+mechanisms in test_baselines.py.
 """
 
-import json
 import math
-import os
-import pathlib
 import re
-import tempfile
-import types
-from unittest import mock
 
 import numpy as np
-import pytest
 from absl.testing import absltest, parameterized
 from llm_server import Reply, ScriptedServer
 
 import processors
 from spark_clrs import config, llm
 from spark_clrs.llm import offline, offline_moves, prompts
-from spark_clrs.programs import diffs, regions
+from spark_clrs.programs import diffs, entanglement, regions
 from spark_clrs.proposers import (
-  ContextRequest,
   IslandReset,
   Outcome,
   ParentInfo,
@@ -35,12 +26,9 @@ from spark_clrs.proposers import (
   ProposerConfig,
   make_proposer,
   parsing,
-  population,
   strategies,
 )
 from spark_clrs.proposers import options as engine_options
-from spark_clrs.search import archive, rundir
-from spark_clrs.search.controller import Controller
 
 FACTORS = ("OPERATOR", "ACTION")
 SEED = (processors.SEEDS_DIR / "triplet_gmpnn.py").read_text()
@@ -59,6 +47,14 @@ THOUGHT = "Gate every message by the edge term before the max."
 def program_reply(text: str, thought: str | None = None) -> str:
   head = "{" + thought + "}" if thought else "Here is the new program."
   return f"{head}\n\n```python\n{text}```\n"
+
+
+def judge(parent: str, child: str, scope, decision=None):
+  """(changed factors, entangled?, changes outside the editable scope), as the controller
+  judges a child (a given scope counts as router-selected without ``decision``)."""
+  selected = entanglement.scope_selected(scope, decision or {"scope_source": "llm"})
+  judged = entanglement.judge(parent, child, scope, selected)
+  return judged.changed, judged.entangled, list(judged.outside_editable)
 
 
 def request_role(request: dict) -> str:
@@ -182,12 +178,11 @@ class AblationTest(StrategyTestCase):
     diff = regions.diff_factors(SEED, proposal.child_text)
     self.assertEqual(diff.changed, FACTORS)
     self.assertTrue(diff.touches_only(proposal.scope))
-    changed, entangled, outside = Controller._entanglement(
-        SEED, proposal.child_text, proposal.scope, proposal.decision)
+    changed, entangled, outside = judge(SEED, proposal.child_text, proposal.scope,
+                                        proposal.decision)
     self.assertEqual((changed, entangled, outside), (FACTORS, True, []))
     # A one-factor rc_sar edit is not entangled.
-    self.assertFalse(Controller._entanglement(SEED, CHILD_ACTION, proposal.scope,
-                                              proposal.decision)[1])
+    self.assertFalse(judge(SEED, CHILD_ACTION, proposal.scope, proposal.decision)[1])
 
   @parameterized.parameters("random", "bandit")
   def test_rc_sar_scope_routers_pick_one_factor_without_an_llm(self, router):
@@ -208,8 +203,7 @@ class AblationTest(StrategyTestCase):
       self.assertNotIn(f'<editable_region name="{other}">', refiner)
       scopes.add(factor)
       # A selected scope: a child editing the other factor is entangled.
-      self.assertTrue(Controller._entanglement(SEED, CHILD_BOTH, proposal.scope,
-                                               proposal.decision)[1])
+      self.assertTrue(judge(SEED, CHILD_BOTH, proposal.scope, proposal.decision)[1])
     if router == "random":
       self.assertEqual(scopes, set(FACTORS))
     else:  # UCB: OPERATOR was never pulled, so it is pulled first, every time.
@@ -275,7 +269,7 @@ class OpenEvolveTest(StrategyTestCase):
     self.assertEqual(proposal.decision["scope_source"], "unscoped")
     # A child editing two regions counts as entangled, the way the controller measures it.
     self.assertTrue(regions.diff_factors(SEED, proposal.child_text).is_entangled)
-    changed, entangled, _ = Controller._entanglement(SEED, proposal.child_text, proposal.scope)
+    changed, entangled, _ = judge(SEED, proposal.child_text, proposal.scope)
     self.assertEqual((changed, entangled), (FACTORS, True))
 
   def test_without_inspirations_the_parent_alone_is_shown(self):
@@ -297,7 +291,7 @@ class OpenEvolveTest(StrategyTestCase):
        "markers are broken"),
       ("no_blocks", "diff", program_reply(CHILD_BOTH), "no <<<<<<< SEARCH"),
       ("search_missing", "diff", "<<<<<<< SEARCH\nnot in it\n=======\nx\n>>>>>>> REPLACE",
-       "SEARCH text not found in the program: 'not in it'"),
+       "none of the 1 SEARCH block(s) matches lines of the program (first lines: 'not in it')"),
       ("diff_drops_marker", "diff",
        "<<<<<<< SEARCH\n    # ===== BEGIN ACTION REGION =====\n=======\n\n>>>>>>> REPLACE",
        "region markers are broken"),
@@ -312,35 +306,30 @@ class OpenEvolveTest(StrategyTestCase):
 
 class EvoPromptingTest(StrategyTestCase):
 
-  def test_two_parents_from_the_top_fraction_with_targets(self):
-    pool = [info("7", 0.9, "top", params=8_000), info("8", 0.8, "top", params=12_000),
-            info("5", 0.2, "top"), info("6", 0.1, "top")]
-    mates = set()
-    for rng in range(6):
-      proposal = self.propose("evoprompting", parent_with(*pool), rng=rng)
+  def test_two_examples_drawn_by_the_sampler_with_targets(self):
+    # The uniform sampler draws the second example (an ``island`` companion).
+    for mate, params in ((info("7", 0.9, "island", params=8_000), 8_000),
+                         (info("8", 0.2, "island", params=12_000), 10_000)):
+      proposal = self.propose("evoprompting", parent_with(mate))
       self.assertTrue(proposal.ok, proposal.error)
       self.assertIsNone(proposal.scope)
       self.assertEqual([c.role for c in proposal.calls], ["crossover"])
       structure = proposal.decision["prompt"]
       parents = structure["parents"]
-      self.assertLen(parents, 2)
-      self.assertIn("3", [p["program_id"] for p in parents])  # The sampled parent is one.
+      self.assertEqual({p["program_id"] for p in parents}, {"3", mate.program_id})
+      # Lowest ood_val_acc first, as the prompt says.
       self.assertEqual([p["fitness"] for p in parents], sorted(p["fitness"] for p in parents))
-      mate = next(p for p in parents if p["program_id"] != "3")
-      mates.add(mate["program_id"])
-      # The top-p (p=0.5) of the 5 programs are 7, 8 and the parent.
-      self.assertIn(mate["program_id"], ("7", "8"))
-      self.assertEqual(structure["pool"], 3)
+      self.assertEqual((structure["round"], structure["survivors"]), (10, 10))
       prompt = user_text(self.requests[0])
       self.assertLen(re.findall(r'<program id="\d+">', prompt), 2)
-      params = 8_000 if mate["program_id"] == "7" else 10_000
-      acc = round(min(1.0, 1.02 * mate["fitness"]), 4)
+      acc = round(min(1.0, 1.02 * max(0.5, mate.fitness)), 4)
       self.assertEqual(structure["targets"], {"size_metric": "processor_param_count",
                                               "size_below": math.floor(0.9 * params),
                                               "ood_val_acc_above": acc})
       self.assertIn(f"ood_val_acc above {acc:.4f} and processor_param_count below "
                     f"{math.floor(0.9 * params):_}", prompt)
-    self.assertEqual(mates, {"7", "8"})
+      # The size-aware fitness of each example is recorded: -(error x processor params).
+      self.assertAlmostEqual(structure["size_aware_fitness"]["3"], -0.5 * 10_000)
 
   def test_only_the_parent_is_a_mutation(self):
     proposal = self.propose("evoprompting", parent_with())
@@ -380,18 +369,24 @@ class FunSearchTest(StrategyTestCase):
       proposer = make_proposer("funsearch", ProposerConfig(), client, FACTORS)
       others = {s: make_proposer(s, ProposerConfig(), client, FACTORS)
                 for s in set(strategies()) - {"funsearch"}}
-    self.assertEqual(proposer.island_reset, IslandReset(interval=25, fraction=0.5))
-    self.assertTrue(proposer.island_reset.due(50))
-    self.assertFalse(proposer.island_reset.due(51))
+    reset = IslandReset(interval=10, fraction=0.5, per_island=True)
+    self.assertEqual(proposer.island_reset, reset)
+    # Every island gets 10 proposals on average between resets: every 40 with 4 islands.
+    self.assertTrue(reset.due(40, islands=4))
+    self.assertFalse(reset.due(20, islands=4))
+    self.assertTrue(reset.due(20, islands=2))
     self.assertTrue(proposer.context_request.empty)  # The sampler draws the versions.
     self.assertEqual(engine_options.of(proposer), engine_options.EngineOptions(
-        sampler="clusters", companions=1, migration="none", island_reset=proposer.island_reset))
+        sampler="clusters", companions=1, migration="none", island_reset=reset,
+        island_choice="uniform", cluster_step=0.01))
     for name, other in others.items():
       self.assertIsNone(engine_options.of(other).island_reset, name)
-    self.assertEqual(engine_options.of(others["openevolve"]),
-                     engine_options.EngineOptions(sampler="island", migration="both"))
+    self.assertEqual(engine_options.of(others["openevolve"]), engine_options.EngineOptions(
+        sampler="island", migration="both", remigrate=False,
+        feature_dims=("complexity", "diversity")))
     self.assertEqual(engine_options.of(others["eoh"]), engine_options.EngineOptions(
-        sampler="rank", companions=1, population=10))
+        sampler="rank", companions=1, islands=1, population=5, generation=5,
+        distinct_scores=True))
     self.assertEqual(engine_options.of(others["spark"]), engine_options.DEFAULT)
 
 
@@ -542,153 +537,6 @@ class OfflineStrategiesTest(parameterized.TestCase):
                       for m in offline_moves.named_moves(thought)})
     with self.assertRaisesRegex(offline.OfflineRequestError, 'no <program id="5">'):
       offline.answer([{"role": "user", "content": prompt.replace('base="1"', 'base="5"')}])
-
-
-class PopulationTest(absltest.TestCase):
-  """Inspirations from a real archive: top, diverse (other cells) and island members."""
-
-  def setUp(self):
-    super().setUp()
-    tmp = tempfile.TemporaryDirectory()
-    self.addCleanup(tmp.cleanup)
-    self.archive = archive.Archive(pathlib.Path(tmp.name) / "archive.sqlite",
-                                   archive.ArchiveSettings(num_islands=2))
-    self.addCleanup(self.archive.close)
-    base = {"macs": 1000.0, "param_count": 100.0}
-    rows = [  # id, parent, island, fitness, feature scale
-        (0, None, None, 0.5, 1), (1, 0, 0, 0.55, 1), (2, 0, 0, 0.9, 1), (3, 0, 0, 0.7, 8),
-        (4, 0, 0, 0.2, 2), (5, 0, 1, 0.6, 1)]
-    for cid, parent, island, fitness, scale in rows:
-      self.archive.record_proposal(cid, parent_id=parent, island=island, strategy="x",
-                                   scope=None, directive=None, decision={"thought": f"t{cid}"},
-                                   code=f"# program {cid}\n")
-      features = {k: v * scale for k, v in base.items()}
-      self.archive.record_result(cid, {"ood_val_acc": fitness, **features}, fitness, features)
-    self.archive.record_proposal(6, parent_id=0, island=0, strategy="x", scope=None,
-                                 directive=None, decision={}, code="# rejected\n",
-                                 status="rejected", stage="shape", reason="shape")
-
-  def test_top_diverse_and_island(self):
-    parent = self.archive.get(1)
-    got = population.inspirations(self.archive, parent, 0,
-                                  ContextRequest(top=2, diverse=2, island=5))
-    self.assertEqual([(p.program_id, p.source) for p in got],
-                     [("2", "top"), ("3", "top"), ("4", "diverse"), ("0", "island")])
-    diverse = got[2]
-    self.assertEqual(diverse.cell, self.archive.cell(self.archive.get(4).features))
-    self.assertNotEqual(diverse.cell, self.archive.cell(parent.features))
-    self.assertEqual(got[0].text, "# program 2\n")
-    self.assertEqual(got[0].decision, {"thought": "t2"})
-    self.assertEqual(got[0].fitness, 0.9)
-
-  def test_empty_request_and_small_populations(self):
-    parent = self.archive.get(1)
-    self.assertEqual(population.inspirations(self.archive, parent, 0, ContextRequest()), ())
-    got = population.inspirations(self.archive, parent, 1, ContextRequest(island=10))
-    self.assertEqual([p.program_id for p in got], ["5", "0"])  # Rejected 6 never appears.
-
-  def test_request_validation(self):
-    with self.assertRaisesRegex(ValueError, "ContextRequest.top must be >= 0"):
-      ContextRequest(top=-1)
-    with self.assertRaisesRegex(ValueError, "IslandReset needs"):
-      IslandReset(interval=0)
-    with self.assertRaisesRegex(ValueError, "ParentInfo.source='elite'"):
-      ParentInfo("1", "x", source="elite")
-
-
-class FakeEvaluate:
-  """Deterministic metrics from the program text (no JAX)."""
-
-  def __call__(self, program_path, profile, seeds, *, workdir, limits):
-    del profile, seeds, workdir, limits
-    text = pathlib.Path(program_path).read_text()
-    score = (sum(text.encode()) % 997) / 997
-    return types.SimpleNamespace(status="ok", reason="", metrics={
-        "ood_val_acc": 0.3 + 0.5 * score, "ood_acc": 0.3, "val_acc": 0.9,
-        "param_count": 2000 + len(text), "processor_param_count": 1000 + len(text),
-        "macs": 5000 + 10 * len(text), "train_seconds": 0.1})
-
-
-class ControllerRunTest(parameterized.TestCase):
-  """Every strategy in the real controller loop (fake trainer), LLM via the local server."""
-
-  @parameterized.parameters(*sorted(config.STRATEGIES))
-  def test_strategy_completes_a_run(self, strategy):
-    tmp = self.create_tempdir().full_path
-    responder = lambda request: Reply(offline.answer(request["messages"], seed=0))  # noqa: E731
-    with ScriptedServer(responder=responder) as server:
-      cfg = config.SearchConfig(
-          output=os.path.join(tmp, "run"), strategy=strategy, profile="quick", iterations=4,
-          feasibility_check=False, progress="none", num_islands=2, migration_interval=2,
-          llm_model="openai/scripted", llm_api_base=server.api_base)
-      Controller(rundir.open_run(cfg), evaluate=FakeEvaluate()).run()
-      hits = server.hits
-    db = archive.ArchiveDB(os.path.join(tmp, "run", "archive.sqlite"))
-    try:
-      candidates = db.candidates()
-      calls = db.llm_calls()
-    finally:
-      db.close()
-    proposals = [c for c in candidates if c.is_proposal]
-    self.assertLen(proposals, 4)
-    summary = json.loads(pathlib.Path(tmp, "run", "results", "summary.json").read_text())
-    self.assertEqual(summary["proposals"], 4)
-    for c in proposals:
-      self.assertEqual(c.strategy, strategy)
-      self.assertEqual(c.decision["strategy"], strategy)
-      self.assertIn("prompt", c.decision)
-      self.assertIsNotNone(c.entangled, c.reason)
-    if strategy == "mutation":
-      self.assertEqual((hits, calls), (0, []))
-    else:
-      self.assertEqual(len(calls), hits)
-      self.assertTrue(all(call["model"] == "openai/scripted" for call in calls))
-    free = strategy in ("openevolve", "evoprompting", "funsearch", "eoh")
-    self.assertEqual({c.scope is None for c in proposals}, {free})
-    if strategy == "rc_sar":
-      self.assertEqual({c.scope for c in proposals}, {FACTORS})
-    if free:  # Unscoped children touching two factors count as entangled.
-      self.assertEqual([c.entangled for c in proposals],
-                       [len(c.changed_factors) > 1 for c in proposals])
-    if strategy in ("openevolve", "evoprompting", "funsearch"):  # The controller's context.
-      self.assertGreater(max(c.decision["prompt"]["inspirations"] for c in proposals), 0)
-
-
-JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
-QUICK = dict(profile="quick", profile_overrides=("train_steps=2", "hidden=16"), iterations=2,
-             num_islands=2, progress="log", seed=0)
-
-
-@pytest.mark.slow
-class QuickSearchTest(parameterized.TestCase):
-  """Real quick-profile searches (sandboxed checks + CLRS training), offline provider.
-
-  One run takes minutes on the 2-core CI box (about 4.5 min for openevolve under shared
-  load), so all are slow; ControllerRunTest runs every strategy through the same loop
-  with a fake trainer by default.
-  """
-
-  def setUp(self):
-    super().setUp()
-    patcher = mock.patch.dict(os.environ, {"JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
-                                           "MPLBACKEND": "Agg"})
-    patcher.start()
-    self.addCleanup(patcher.stop)
-
-  @parameterized.parameters(*sorted(config.STRATEGIES))
-  def test_quick_search(self, strategy):
-    import spark_clrs
-
-    out = pathlib.Path(self.create_tempdir().full_path) / "run"
-    result = spark_clrs.search(output=str(out), strategy=strategy, **QUICK)
-    self.assertEqual(result.summary["proposals"], 2)
-    self.assertEqual([c.id for c in result.candidates], [0, 1, 2])
-    for c in result.candidates[1:]:
-      self.assertEqual(c.strategy, strategy)
-      self.assertEqual(c.decision["strategy"], strategy)
-      self.assertNotIn(c.status, ("proposed", "evaluating"))
-    self.assertIsNotNone(result.best)
-    self.assertIsNotNone(result.summary["entanglement_rate"])
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """The HTML viewer (no browser), the quiet console and the tqdm progress, in subprocesses.
 
-The archives here are synthetic but real: built through ``ArchiveDB`` by
+Most archives here are synthetic but real: built through ``ArchiveDB`` by
 benchmarks/viewer_size.py (real programs edited region by region, LLM calls, a mix of
-verdicts), so no training runs. tests/test_viewer_browser.py loads the page of a real
-tiny search in Chromium.
+verdicts), so no training runs. The final re-evaluation and Pareto sections are checked on
+the session's real tiny search (tests/helpers.py), which tests/test_viewer_browser.py also
+loads in Chromium.
 """
 
+import io
 import json
 import math
 import os
@@ -20,16 +22,19 @@ from unittest import mock
 from absl.testing import absltest
 
 from spark_clrs import config as config_lib
-from spark_clrs.analysis import report, viewer
+from spark_clrs.analysis import palette, report, runs, viewer
 from spark_clrs.cli import quiet
-from spark_clrs.search import archive_db, rundir
+from spark_clrs.search import api, archive_db, rundir
+from spark_clrs.search.summary import pareto_front
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
+import helpers  # noqa: E402
 import viewer_size  # noqa: E402
 
 HOSTILE = viewer_size.HOSTILE
+page_data = helpers.page_data
 
 
 def _tmpdir(test: absltest.TestCase) -> pathlib.Path:
@@ -38,12 +43,11 @@ def _tmpdir(test: absltest.TestCase) -> pathlib.Path:
   return pathlib.Path(tmp.name)
 
 
-def page_data(page: str) -> dict:
-  """The JSON of the page's data element, as the browser's JSON.parse would read it."""
-  match = re.search(r'<script type="application/json" id="spark-data">(.*?)</script>', page,
-                    re.S)
-  assert match, "no data element"
-  return json.loads(match.group(1))
+def write_page(run_dir: pathlib.Path, **kwargs) -> pathlib.Path:
+  """The run page of a run directory, from what report.py reads back."""
+  run = runs.load_run(run_dir)
+  return viewer.write_run_page(run.root, candidates=run.candidates, calls=run.llm_calls(),
+                               summary=dict(run.summary), **kwargs)
 
 
 def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -92,8 +96,8 @@ class RunPageTest(absltest.TestCase):
     super().tearDownClass()
 
   def test_page_holds_candidates_diffs_calls_and_tables(self):
-    path = viewer.write_run_page(self.run_dir)
-    self.assertEqual(path, self.run_dir / "results" / "index.html")
+    path = write_page(self.run_dir)
+    self.assertEqual(path, self.run_dir.resolve() / "results" / "index.html")
     page = path.read_text()
     self.assertNotIn("http-equiv=\"refresh\"", page)  # Not live: no reload.
     self.assertEqual(page.count("</script>"), 2)
@@ -121,7 +125,7 @@ class RunPageTest(absltest.TestCase):
     self.assertEqual(len(texts), len(set(texts)))  # Interned: the system prompt once.
     # Uncertainty: the synthetic metrics have 3 training seeds and a CI.
     ok = next(r for r in rows.values() if r["id"] > 0 and r["status"] == "evaluated")
-    self.assertRegex(ok["fitness_text"], r"^\d\.\d{3} ± \d\.\d{3} \(std over 3 seeds")
+    self.assertRegex(ok["fitness_text"], r"^\d\.\d{3} ± \d\.\d{3} \(95% CI, 3 seeds")
     self.assertLess(ok["fitness_lo"], ok["fitness"])
     self.assertIn("lo", data["seed_noise"])
     # Rejected candidates keep their stage; the seed is shown as a listing.
@@ -139,9 +143,31 @@ class RunPageTest(absltest.TestCase):
     self.assertEqual(sum(g["proposals"] for g in gains.values()),
                      sum(1 for c in cands.values() if c.is_proposal))
     self.assertEqual(data["best_so_far"][0], [0, cands[0].fitness])
+    # Colours are fixed by factor name, whatever the order factors appear in.
+    self.assertEqual(data["factor_colors"]["OPERATOR"], "#ff7f0e")
+    self.assertEqual(data["factor_colors"]["ACTION"], "#1f77b4")
+    self.assertEqual(sorted(data["factor_colors"]), sorted({r["factor"] for r in rows.values()}))
+    # No final re-evaluation in this archive: the page says so; the front is search-time.
+    self.assertIsNone(data["final"])
+    self.assertTrue(data["pareto"]["front"])
+    self.assertTrue(all(p["source"] == "search" for p in data["pareto"]["front"]))
+
+  def test_factor_colours_do_not_depend_on_the_run(self):
+    self.assertEqual(palette.factor_color("OPERATOR"), "#ff7f0e")
+    self.assertEqual(palette.factor_color("OPERATOR,ACTION"),
+                     palette.factor_color("ACTION+OPERATOR"))
+    self.assertEqual(palette.factor_color("NEW_FACTOR"), palette.factor_color("NEW_FACTOR"))
+    self.assertRegex(palette.factor_color("NEW_FACTOR"), r"^#[0-9a-f]{6}$")
+    self.assertEqual(palette.strategy_color("spark"), "#1f77b4")
+    # A run whose first proposal edits ACTION (not OPERATOR) colours them the same way.
+    tmp = _tmpdir(self)
+    other = viewer_size.build_archive(tmp / "other", 6, seed=3)
+    data = page_data(write_page(other).read_text())
+    self.assertEqual(data["factor_colors"]["OPERATOR"], "#ff7f0e")
+    self.assertEqual(data["factor_colors"]["ACTION"], "#1f77b4")
 
   def test_live_page_reloads_itself(self):
-    page = viewer.write_run_page(self.run_dir, live=True, refresh_s=7).read_text()
+    page = write_page(self.run_dir, live=True, refresh_s=7).read_text()
     self.assertIn('<meta http-equiv="refresh" content="7">', page)
     self.assertTrue(page_data(page)["live"])
 
@@ -159,8 +185,8 @@ class ComparePageTest(absltest.TestCase):
 
   def test_one_band_per_strategy_and_run_links(self):
     tmp = _tmpdir(self)
-    runs = [viewer_size.build_archive(tmp / "spark" / f"seed{s}", 12, seed=s) for s in (0, 1)]
-    rep = report.Report.of(report.load_runs(runs))
+    run_dirs = [viewer_size.build_archive(tmp / "spark" / f"seed{s}", 12, seed=s) for s in (0, 1)]
+    rep = report.Report.of(runs.load_runs(run_dirs))
     files = report.write(rep, tmp, prefix="compare", title="two seeds <of> spark")
     self.assertEqual(files.html, tmp / "index.html")
     data = page_data(files.html.read_text())
@@ -175,12 +201,50 @@ class ComparePageTest(absltest.TestCase):
                      rep.groups[0].stat("best_ood_val_acc").mean)
     self.assertEqual(sorted(r["page"] for r in data["runs"]),
                      ["spark/seed0/results/index.html", "spark/seed1/results/index.html"])
-    for run in runs:  # Each run got its own page to link to.
+    for run in run_dirs:  # Each run got its own page to link to.
       self.assertEqual(page_data((run / "results" / "index.html").read_text())["kind"], "run")
     self.assertTrue(data["scopes"])
+    self.assertEqual(group["color"], palette.strategy_color("spark"))
+    self.assertEqual({s["scope"]: s["color"] for s in data["scopes"]},
+                     {s["scope"]: palette.factor_color(s["scope"]) for s in data["scopes"]})
+    # The final-results section is there, labelled as search-time numbers (no final here).
+    self.assertEqual([s["source"] for s in data["final"]["strategies"]], ["search"])
+    self.assertLen(data["final"]["pareto"], 1)
 
 
-class ControllerRefreshTest(absltest.TestCase):
+class RealRunPageTest(absltest.TestCase):
+  """The page of the session's real tiny search: final re-evaluation and Pareto front."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tiny = helpers.tiny_run()
+    cls.data = page_data(cls.tiny.page.read_text())
+
+  def test_final_re_evaluation_is_shown_labelled(self):
+    summary = json.loads((self.tiny.run_dir / "results" / "summary.json").read_text())
+    final = self.data["final"]
+    self.assertEqual(final["seeds"], summary["final"]["seeds"])
+    self.assertIn("fresh seeds never used in the search", final["label"])
+    by_id = {c["id"]: c for c in summary["final"]["candidates"]}
+    self.assertEqual(sorted(r["id"] for r in final["rows"]), sorted(by_id))
+    (result,) = [r for r in final["rows"] if r["best"]]
+    self.assertEqual(result["id"], summary["final"]["best_id"])
+    for key in ("ood_val_acc", "ood_acc"):
+      self.assertEqual(result[key], by_id[result["id"]][key])
+      self.assertEqual(result[f"{key}_text"], by_id[result["id"]][f"{key}_interval"]["text"])
+    self.assertIn("re-evaluated", viewer.run_title(summary))
+
+  def test_pareto_front_is_the_summarys(self):
+    run = runs.load_run(self.tiny.run_dir)
+    front = pareto_front(run.candidates, run.summary.get("final"))
+    self.assertEqual([(p["id"], p["accuracy"], p["macs"]) for p in self.data["pareto"]["front"]],
+                     [(p["id"], p["accuracy"], p["macs"]) for p in front])
+    self.assertIn("final", {p["source"] for p in self.data["pareto"]["points"]})
+    self.assertIn("final", {p["source"] for p in self.data["pareto"]["front"]})
+
+
+class LiveRefreshTest(absltest.TestCase):
   """The search writes results/index.html while it runs (throttled) and at the end."""
 
   def _search(self, refresh_s: float) -> list[bool]:
@@ -189,9 +253,7 @@ class ControllerRefreshTest(absltest.TestCase):
     tmp = _tmpdir(self)
     cfg = config_lib.SearchConfig(output=str(tmp / "run"), profile="quick",
                                   feasibility_check=False, progress="none", num_islands=2,
-                                  iterations=4)
-    from spark_clrs.search.controller import Controller
-
+                                  iterations=4, final_top_k=0)
     writes = []
     real = viewer.write_run_page
 
@@ -202,11 +264,12 @@ class ControllerRefreshTest(absltest.TestCase):
     with mock.patch.object(viewer, "REFRESH_S", refresh_s), \
         mock.patch.object(viewer, "REFRESH_COST_FACTOR", 0.0 if refresh_s == 0 else 10.0), \
         mock.patch.object(viewer, "write_run_page", counting):
-      Controller(rundir.open_run(cfg), proposer=test_search.FakeProposer(["good"] * 4),
-                 evaluate=test_search.FakeEvaluate()).run()
+      api.run(rundir.open_run(cfg), proposer=test_search.FakeProposer(["good"] * 4),
+              evaluate=helpers.FakeTrainer(), stream=io.StringIO())
     page = (tmp / "run" / "results" / "index.html").read_text()
     self.assertNotIn('http-equiv="refresh"', page)  # The final page is not live.
     self.assertLen(page_data(page)["candidates"], 5)
+    self.assertTrue((tmp / "run" / "results" / "best_so_far.png").is_file())
     return writes
 
   def test_refreshed_at_most_every_few_seconds_and_at_the_end(self):

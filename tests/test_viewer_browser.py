@@ -1,11 +1,12 @@
 """The run page of a real tiny search, loaded in headless Chromium (Debian's package).
 
-One real search (the CLI, quick profile, 2 proposals, 2 training steps, hidden 8,
-sharing test_search's JAX compilation cache) makes the run; a hostile LLM call is then
-added to its archive and ``python -m spark_clrs.report RUN`` rewrites the page. The
-browser runs with ``--dump-dom`` (the DOM after the page's script) and ``--screenshot``,
-never with network access. Outside CI the tests skip when no ``chromium`` is installed;
-with ``CI=true`` they fail instead (.ci/run installs it).
+The session's real tiny search (tests/helpers.py: the compare CLI with one jailed cell,
+quick profile, 2 proposals, 2 training steps, hidden 8, a final re-evaluation) makes the
+run; in a copy of it a hostile LLM call is added to the archive and ``python -m
+spark_clrs.report RUN`` rewrites the page. The browser runs with ``--dump-dom`` (the DOM
+after the page's script) and ``--screenshot``, never with network access. Outside CI the
+tests skip when no ``chromium`` is installed; with ``CI=true`` they fail instead (.ci/run
+installs it).
 
 ``SPARK_CLRS_UPDATE_SCREENSHOT=1`` also copies the screenshot to docs/run_viewer.png (the
 README's image).
@@ -13,6 +14,7 @@ README's image).
 
 import difflib
 import html
+import json
 import os
 import pathlib
 import re
@@ -23,15 +25,15 @@ import tempfile
 
 from absl.testing import absltest
 
+from spark_clrs.analysis import palette
 from spark_clrs.search import archive_db
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+import helpers  # noqa: E402
 import viewer_size  # noqa: E402
 
-JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / "spark_clrs_test_jax_cache"
-TINY_FLAGS = ["--profile=quick", "--profile_overrides=train_steps=2",
-              "--profile_overrides=hidden=8", "--iterations=2", "--num_islands=2", "--seed=0"]
 SCREENSHOT = ROOT / "docs" / "run_viewer.png"
 HOSTILE = viewer_size.HOSTILE
 # C++ chatter that the quiet console must keep off the search's stderr.
@@ -55,16 +57,12 @@ class BrowserTest(absltest.TestCase):
     if cls.chromium is None:
       raise absltest.SkipTest("chromium is not installed (apt-get install -y chromium); "
                               "with CI=true this test fails instead of skipping")
+    tiny = helpers.tiny_run()
+    cls.search = tiny.process
+    cls.search_page_path = tiny.page
     cls.tmp = tempfile.TemporaryDirectory()
-    cls.run_dir = pathlib.Path(cls.tmp.name) / "run"
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE), "MPLBACKEND": "Agg"}
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    env.pop("SPARK_CLRS_VERBOSE", None)
-    cls.search = subprocess.run(
-        [sys.executable, "-m", "spark_clrs.search", *TINY_FLAGS, f"--output={cls.run_dir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    if cls.search.returncode != 0:
-      raise AssertionError(f"the tiny search failed:\n{cls.search.stderr[-3000:]}")
+    cls.run_dir = tiny.copy(pathlib.Path(cls.tmp.name) / "run")
+    env = helpers.quiet_env()
     cls.page = cls.run_dir / "results" / "index.html"
     cls.search_page = cls.page.read_text()  # As the search itself left it (the screenshot).
     cls.search_copy = cls.run_dir / "results" / "as_searched.html"
@@ -109,9 +107,10 @@ class BrowserTest(absltest.TestCase):
     for word in NOISE:
       self.assertNotIn(word, err)
     self.assertNotIn("\r", err)  # Not a terminal: plain lines, no redrawn bar.
-    self.assertRegex(err, r"proposal 1: .*  \[0/2 \| best [0-9.]+ \| valid - \| ETA \?\]")
-    self.assertRegex(err, r"candidate 2: .*  \[2/2 \| best [0-9.]+ \| valid \d+% \| ETA 0s\]")
-    self.assertIn(f"viewer: {self.page}", err)
+    n = helpers.TINY["iterations"]
+    self.assertRegex(err, rf"proposal 1: .*  \[0/{n} \| best [0-9.]+ \| valid - \| ETA \?\]")
+    self.assertRegex(err, rf"candidate {n}: .*  \[{n}/{n} \| best [0-9.]+ \| valid \d+% \| ETA 0s\]")
+    self.assertIn(f"viewer: {self.search_page_path}", err)
     self.assertNotIn('http-equiv="refresh"', self.search_page)  # Final page: not live.
 
   def test_dom_holds_every_candidate_a_diff_line_and_the_rationale(self):
@@ -129,6 +128,28 @@ class BrowserTest(absltest.TestCase):
     self.assertTrue(rationale)
     self.assertIn(f'<span class="rationale">{html.escape(rationale, quote=False)}</span>', dom)
     self.assertIn("Diff against parent #" + str(one.parent_id), dom)
+
+  def test_final_result_and_pareto_front_are_drawn(self):
+    """The run's result (final re-evaluation) and the non-dominated candidates, labelled."""
+    dom = self._dom()
+    summary = json.loads((self.run_dir / "results" / "summary.json").read_text())
+    final = summary["final"]
+    best = next(c for c in final["candidates"] if c["id"] == final["best_id"])
+    self.assertIn("<h2>Final re-evaluation (the run's result)</h2>", dom)
+    self.assertIn("result: re-evaluated OOD-val", dom)
+    self.assertIn(html.escape(best["ood_val_acc_interval"]["text"], quote=False), dom)
+    section = dom[dom.index('<section id="pareto">'):]
+    section = section[:section.index("</section>")]
+    self.assertIn("the non-dominated candidates", section)
+    self.assertIn('aria-label="accuracy against MACs"', section)
+    for p in summary["pareto_front"]:
+      self.assertIn(f'href="#c={p["id"]}"', section)
+    # Factor colours are the palette's (fixed by name): the candidate table's swatches.
+    for factor in {helpers.page_data(self.page.read_text())["candidates"][i]["factor"]
+                   for i in range(len(self.candidates))}:
+      colour = palette.factor_color(factor)
+      rgb = ", ".join(str(int(colour[i:i + 2], 16)) for i in (1, 3, 5))
+      self.assertIn(f"background: rgb({rgb})", dom, factor)
 
   def test_hostile_reply_is_shown_as_text_and_runs_nothing(self):
     dom = self._dom("#c=1")

@@ -9,22 +9,28 @@ runs that grid on the ordinary search engine, one run directory per
         --seeds=0,1 --iterations=4 --output=runs/compare
 
     OUTPUT/<strategy>/seed<k>/      a normal run directory (SPEC §5)
-    OUTPUT/compare.md, compare.json the per-strategy table (mean ± std over seeds)
-    OUTPUT/index.html               the same as one HTML page (viewer.py), runs linked
-    OUTPUT/compare_best_so_far.png  one band per strategy (+ _scopes.png, _rates.png)
+    OUTPUT/compare.md, compare.json the tables (final_table.py, report.py, below)
+    OUTPUT/index.html               the same as one HTML page (viewer), runs linked
+    OUTPUT/compare_best_so_far.png  one band per strategy (+ _scopes, _rates, _pareto.png)
     OUTPUT/cache/jax/               one JAX compilation cache shared by all the runs
+
+compare.md opens with each strategy's re-evaluated best (every run re-trains its
+top candidates with fresh seeds at its end) as mean ± 95% interval over seeds, the
+paired test of each strategy against SPARK over the seeds both ran, and the
+accuracy–MACs Pareto front per strategy; then what each run spent (tokens, cost,
+evaluations: the headline budget is tokens or cost, ``--budget=tokens``) and the
+equal-evaluations tables of the search itself.
 
 Every search flag applies to every run, except ``--strategy``, ``--seed`` and
 ``--output``, which the grid sets (``--output`` is the comparison's root).
 Re-running the same command resumes: a finished run is not touched, an
 unfinished one resumes where it stopped. The table is report.py's aggregation
 of the runs' own summaries, so ``python -m spark_clrs.report`` on the same runs
-gives the same numbers.
+gives the same numbers. The command line is :mod:`spark_clrs.cli.compare`.
 """
 
 from __future__ import annotations
 
-from spark_clrs.cli import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import contextlib
 import dataclasses
 import json
@@ -37,10 +43,10 @@ from typing import Any, TextIO
 from spark_clrs import config as config_lib
 from spark_clrs.analysis import report as report_lib
 from spark_clrs.analysis import tables
-from spark_clrs.evaluation import noise
-from spark_clrs.search import rundir
+from spark_clrs.analysis.groups import BANDS, Report
+from spark_clrs.analysis.runs import load_runs
+from spark_clrs.search.rundir import RunDir, RunDirError
 
-_JAX_CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
 
 class CompareError(RuntimeError):
   """The comparison cannot go on; the message is one line naming the run and the fix."""
@@ -69,7 +75,7 @@ class CompareResult:
 
   output: pathlib.Path
   cells: tuple[Cell, ...]
-  report: report_lib.Report
+  report: Report
   files: report_lib.ReportFiles
 
   def __str__(self) -> str:
@@ -133,7 +139,7 @@ def _finished(config: config_lib.SearchConfig) -> bool:
   Raises:
     CompareError: the directory holds a run with other run-defining settings.
   """
-  run = rundir.RunDir(pathlib.Path(config.output))
+  run = RunDir(pathlib.Path(config.output))
   if not run.config_path.is_file():
     return False
   try:
@@ -174,21 +180,28 @@ def _shared_compilation_cache(base: config_lib.SearchConfig,
   cache compiles each computation once for the whole comparison. An explicit
   ``$JAX_COMPILATION_CACHE_DIR`` or ``--compilation_cache=false`` is respected.
   """
-  if not base.compilation_cache or os.environ.get(_JAX_CACHE_VAR):
+  from spark_clrs.evaluation.executors import JAX_CACHE_VAR
+
+  if not base.compilation_cache or os.environ.get(JAX_CACHE_VAR):
     yield
     return
-  os.environ[_JAX_CACHE_VAR] = str(root / "cache" / "jax")
+  os.environ[JAX_CACHE_VAR] = str(root / "cache" / "jax")
   try:
     yield
   finally:
-    os.environ.pop(_JAX_CACHE_VAR, None)
+    os.environ.pop(JAX_CACHE_VAR, None)
 
 
 def _run_cell(base: config_lib.SearchConfig, root: pathlib.Path, strategy: str, seed: int,
-              counter: str, stream: TextIO) -> Cell:
-  """Runs or resumes one (strategy, seed) search unless it is finished."""
-  from spark_clrs.search.api import search
-  from spark_clrs.search.controller import SearchError
+              counter: str, stream: TextIO, evaluate: Any) -> Cell:
+  """Runs or resumes one (strategy, seed) search unless it is finished.
+
+  The search ends with its final re-evaluation (the top candidates re-trained with fresh
+  seeds), which is what the comparison's table reports.
+  """
+  from spark_clrs.search import api
+  from spark_clrs.search.errors import SearchError
+  from spark_clrs.search.rundir import open_run
 
   cfg = cell_config(base, root, strategy, seed)
   where = f"{counter} {strategy} seed {seed} ({cfg.output})"
@@ -197,8 +210,8 @@ def _run_cell(base: config_lib.SearchConfig, root: pathlib.Path, strategy: str, 
     return Cell(strategy, seed, pathlib.Path(cfg.output), "skipped")
   print(f"compare: {where}: running", file=stream)
   try:
-    search(**cfg.to_dict())
-  except (config_lib.ConfigError, rundir.RunDirError, SearchError) as e:
+    api.run(open_run(cfg), evaluate=evaluate, stream=stream)
+  except (config_lib.ConfigError, RunDirError, SearchError) as e:
     raise CompareError(f"{strategy} seed {seed}: {e}") from None
   return Cell(strategy, seed, pathlib.Path(cfg.output), "ran")
 
@@ -206,7 +219,7 @@ def _run_cell(base: config_lib.SearchConfig, root: pathlib.Path, strategy: str, 
 def compare(strategies: str | Sequence[str], seeds: str | Sequence[int], *,
             output: str | pathlib.Path, base: config_lib.SearchConfig | None = None,
             flagfile: str | None = None, band: str = "std", stream: TextIO | None = None,
-            **overrides: Any) -> CompareResult:
+            evaluate: Any = None, **overrides: Any) -> CompareResult:
   """Runs (or resumes) every (strategy, seed) search and writes the comparison table.
 
   Args:
@@ -216,34 +229,36 @@ def compare(strategies: str | Sequence[str], seeds: str | Sequence[int], *,
     base: search settings shared by all runs (default: ``flagfile`` + ``overrides``).
     flagfile: an absl flagfile of search flags, e.g. ``"dfs.flags"``.
     band: ``std`` (mean ± std) or ``minmax`` bands in the plots.
-    stream: where the progress lines go (default stderr).
+    stream: where the progress lines go (default stderr), the runs' own included.
+    evaluate: replaces every run's trainer (``search.api.run``'s; tests and benchmarks).
     **overrides: search flags by name, e.g. ``iterations=10, profile="quick"``.
 
   Raises:
     CompareError: bad grid, or a run that cannot be made (one line naming it and the fix).
   """
-  from spark_clrs.search.api import make_config
+  from spark_clrs.search.resolve import config_of
 
   stream = stream or sys.stderr
   names, values = parse_strategies(strategies), parse_seeds(seeds)
-  if band not in report_lib.BANDS:
-    raise CompareError(f"--band={band!r} is not one of {', '.join(report_lib.BANDS)}")
+  if band not in BANDS:
+    raise CompareError(f"--band={band!r} is not one of {', '.join(BANDS)}")
   root = pathlib.Path(output).expanduser()
   _check_output(root)
   if base is not None and flagfile:
     raise CompareError("give either base or flagfile, not both; read the flagfile with "
-                       "spark_clrs.search.make_config(flagfile) first")
+                       "spark_clrs.search.resolve.config_of(flagfile) first")
   try:
     base = (config_lib.from_mapping(overrides, base) if base is not None
-            else make_config(flagfile, **overrides))
+            else config_of(flagfile, **overrides))
   except config_lib.ConfigError as e:
     raise CompareError(str(e)) from None
   cells = []
   grid = [(s, k) for s in names for k in values]
   with _shared_compilation_cache(base, root):
     for i, (strategy, seed) in enumerate(grid, start=1):
-      cells.append(_run_cell(base, root, strategy, seed, f"[{i}/{len(grid)}]", stream))
-  report = report_lib.Report.of(report_lib.load_runs([c.run_dir for c in cells]), names)
+      cells.append(_run_cell(base, root, strategy, seed, f"[{i}/{len(grid)}]", stream,
+                             evaluate))
+  report = Report.of(load_runs([c.run_dir for c in cells]), names)
   settings = {"strategies": list(names), "seeds": list(values),
               "iterations": base.iterations, "profile": base.profile,
               "profile_overrides": list(base.profile_overrides),
@@ -267,8 +282,8 @@ def compare(strategies: str | Sequence[str], seeds: str | Sequence[int], *,
   rows = budget_rows(report)
   files = report_lib.write(report, root, prefix="compare", title=title, band_kind=band,
                            extra={"compare": settings, "budget_and_noise": rows},
+                           notes=strategy_notes(names), sections=[budget_table(rows)],
                            overwrite=True)
-  _insert_budget_table(files.markdown, rows)
   return CompareResult(output=root, cells=tuple(cells), report=report, files=files)
 
 
@@ -281,19 +296,23 @@ def budget_text(config: config_lib.SearchConfig) -> str:
           "proposals)")
 
 
-def budget_rows(report: report_lib.Report) -> list[dict[str, Any]]:
+def _interval_text(summary: dict[str, Any], key: str) -> str:
+  """A summary value with its interval as the search wrote it (``<key>_noise``)."""
+  return (summary.get(f"{key}_noise") or {}).get("text") or tables.MISSING
+
+
+def budget_rows(report: Report) -> list[dict[str, Any]]:
   """Per run: the fitness with its noise and what the run spent (the table's rows)."""
   rows = []
   for r in report.runs:
     s = r.summary
     llm = s.get("llm") or {}
-    best = s.get("best_metrics") or {}
     rows.append({
         "strategy": r.strategy, "seed": r.seed, "run_dir": str(r.root),
         "best_ood_val_acc": s.get("best_ood_val_acc"),
-        "best_ood_val_acc_text": noise.format_metric(best),
-        "best_ood_acc_text": noise.format_metric(best, "ood_acc"),
-        "seed_ood_val_acc_text": (s.get("seed_ood_val_acc_noise") or {}).get("text"),
+        "best_ood_val_acc_text": _interval_text(s, "best_ood_val_acc"),
+        "best_ood_acc_text": _interval_text(s, "best_ood_acc"),
+        "seed_ood_val_acc_text": _interval_text(s, "seed_ood_val_acc"),
         "proposals": s.get("proposals"), "evaluations": s.get("evaluations"),
         "duplicates": s.get("duplicates"), "unchanged": s.get("unchanged"),
         "tokens": int(llm.get("total_tokens") or 0) + int(llm.get("estimated_tokens") or 0),
@@ -302,76 +321,27 @@ def budget_rows(report: report_lib.Report) -> list[dict[str, Any]]:
   return rows
 
 
-def _insert_budget_table(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
-  """Adds the per-run fitness-with-noise and budget table after the header of compare.md."""
-  headers = ["strategy", "seed", "best OOD-val (± spread)", "its OOD-test (± spread)",
+def budget_table(rows: list[dict[str, Any]]) -> str:
+  """The per-run fitness-with-interval and budget section of compare.md."""
+  headers = ["strategy", "seed", "search-time best OOD-val (95% CI)", "its OOD-test (95% CI)",
              "seed program's OOD-val", "proposals", "evaluations (trainings)", "duplicates",
              "unchanged", "LLM calls", "tokens", "cost (USD)"]
   body = [[r["strategy"], tables.fmt(r["seed"]), r["best_ood_val_acc_text"],
-           r["best_ood_acc_text"], r["seed_ood_val_acc_text"] or tables.MISSING,
+           r["best_ood_acc_text"], r["seed_ood_val_acc_text"],
            tables.fmt(r["proposals"]), tables.fmt(r["evaluations"]),
            tables.fmt(r["duplicates"]), tables.fmt(r["unchanged"]), tables.fmt(r["llm_calls"]),
            tables.fmt(r["tokens"]) + (" (estimated)" if r["tokens_estimated"] else ""),
            tables.fmt(r["cost_usd"])] for r in rows]
-  section = ("## Fitness with its noise, and the budget each run used\n\n"
-             "Each `±` says which spread it is: the std over training seeds (when a run "
-             "trained several) and the half-width of the 95% bootstrap interval over the "
-             "evaluation graphs (spark_clrs.evaluation.noise). Evaluations count trainings: a duplicate child reuses "
-             "its twin's metrics and an unchanged child is rejected before any compute. "
-             "Tokens of the offline proposer are its length/4 estimates.\n\n"
-             + tables.markdown_table(headers, body) + "\n")
-  text = path.read_text()
-  at = text.find("## Strategies")
-  text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
-  tables.write_text(path, text)
+  return ("## What each run spent, and its search-time fitness\n\n"
+          "The budget each run used (tokens and cost are the headline budget; evaluations "
+          "count trainings: a duplicate child reuses its twin's metrics and an unchanged child "
+          "is rejected before any compute; tokens of the offline proposer are its length/4 "
+          "estimates). Fitness intervals are 95% CIs over training seeds and evaluation graphs "
+          "(spark_clrs.evaluation.noise).\n\n" + tables.markdown_table(headers, body))
 
 
-def define_flags() -> None:
-  """The search flags plus the grid's own."""
-  from absl import flags
+def strategy_notes(strategies: Sequence[str]) -> dict[str, str]:
+  """Per strategy, what of its source could not be reproduced here (the proposers' notes)."""
+  from spark_clrs import proposers
 
-  from spark_clrs.cli import clrs_flags
-
-  clrs_flags.take_over("seeds")  # CLRS defines --seeds too; ours must win (see clrs_flags).
-  config_lib.define_flags()
-  flags.DEFINE_list("strategies", ["spark", "mutation"], "Strategies to compare "
-                    f"(--strategy values): {', '.join(config_lib.STRATEGIES)}.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds; one run per (strategy, seed).")
-  flags.DEFINE_enum("band", "std", report_lib.BANDS, "Plot bands: mean ± std, or min-max.")
-
-
-def main(argv: list[str]) -> int:
-  """absl entry point."""
-  from absl import flags
-
-  quiet.apply_flag()
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}; every setting is a --flag (see --helpfull)",
-          file=sys.stderr)
-    return 2
-  f = flags.FLAGS
-  output = f.output if not f["output"].using_default_value else "runs/compare"
-  try:
-    base = config_lib.from_flags(f)
-    result = compare(f.strategies, f.seeds, output=output, base=base, band=f.band)
-  except (CompareError, config_lib.ConfigError, report_lib.ReportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print("interrupted; re-run the same command to resume", file=sys.stderr)
-    return 130
-  print(result)
-  print(result.files.markdown.read_text())
-  return 0
-
-
-def run_cli() -> None:
-  from absl import app
-
-  define_flags()
-  quiet.define_flag()
-  app.run(lambda argv: sys.exit(main(argv)))
-
-
-if __name__ == "__main__":
-  run_cli()
+  return {s: proposers.compare_note(s) for s in strategies}

@@ -63,23 +63,15 @@ class Stat:
     return f"{one(self.mean)} ± {one(self.std)}"
 
 
-OFFLINE_MODELS = ("", "spark/offline")
-OFFLINE_NOTE = ("Proposer: rule-based (spark/offline, a catalogue of code moves, no LLM). "
-                "These numbers compare the search machinery, not the methods.")
-MUTATION_NOTE = ("mutation is a rule-based operator by design (no LLM); the other strategies "
-                 "here use an LLM.")
-
-
-def proposer_note(llm_models: Iterable[str | None], strategies: Iterable[str] = ()) -> str | None:
-  """The header line every table, plot and summary of rule-based runs must carry.
-
-  ``None`` when every run had a real LLM and no strategy is ``mutation``.
-  """
-  if any((m or "") in OFFLINE_MODELS for m in llm_models):
-    return OFFLINE_NOTE
-  if "mutation" in set(strategies):
-    return MUTATION_NOTE
-  return None
+def format_stat(stat: Stat, kind: str) -> str:
+  """A table cell by column kind: ``acc`` (4 decimals), ``rate`` (%), ``int``, ``usd``."""
+  if kind == "rate":
+    return stat.format(percent=True)
+  if kind == "int":
+    return stat.format(integer=True)
+  if kind == "usd":
+    return stat.format(digits=4)
+  return stat.format()
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -147,5 +139,5 @@ def write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
   return path
 
 
-__all__ = ["MISSING", "OFFLINE_NOTE", "Stat", "fmt", "proposer_note", "fmt_rate", "markdown_table", "to_json_text",
+__all__ = ["MISSING", "Stat", "fmt", "fmt_rate", "format_stat", "markdown_table", "to_json_text",
            "write_json", "write_text"]

@@ -15,12 +15,12 @@ finish (``OUTPUT/cells/<program|baseline>/<algorithm>/seed<k>.json``) and are
 never recomputed or replaced: re-running the command only evaluates missing
 cells, and a directory made for another program or profile is refused.
 ``transfer.md`` / ``transfer.json`` give per-task and average OOD-test
-accuracy (mean ± std over seeds) and processor MACs of both programs.
+accuracy (mean ± std over seeds) and processor MACs of both programs. The
+command line is :mod:`spark_clrs.cli.transfer`.
 """
 
 from __future__ import annotations
 
-from spark_clrs.cli import quiet  # isort: skip  (first: hides TF/XLA/CUDA C++ log lines)
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -277,14 +277,14 @@ class ExecutionSettings:
   """How the cells are evaluated (the search's executor flags, same names and meaning).
 
   Attributes:
-    executor: ``local`` (sandboxed children forked from warm workers) or ``ray``.
+    executor: ``local`` (jailed slots on this machine) or ``ray``.
     parallel_evaluations: cells evaluated at the same time (e.g. the number of GPUs).
     ray_address: Ray cluster address for ``ray``.
     ray_cpus_per_evaluation: CPUs one Ray task requests when the cluster has no GPU.
     compilation_cache: persistent JAX compilation cache in ``OUTPUT/cache/jax``
       (``$JAX_COMPILATION_CACHE_DIR`` when set).
-    eval_timeout_s: wall-clock limit of one evaluation; 0 = ``evaluator.default_limits``.
-    eval_memory_mb: memory limit of one evaluation; 0 = ``evaluator.default_limits``.
+    eval_timeout_s: wall-clock limit of one evaluation; 0 = ``evaluate.default_limits``.
+    eval_memory_mb: memory limit of one evaluation; 0 = ``evaluate.default_limits``.
   """
 
   executor: str = "local"
@@ -444,86 +444,10 @@ def transfer(program: str | pathlib.Path, *, output: str | pathlib.Path,
                         markdown=md, json=js)
 
 
-def define_flags() -> None:
-  from absl import flags
-
-  from spark_clrs.cli import clrs_flags
-
-  clrs_flags.take_over("seeds")  # CLRS defines --seeds too; ours must win (see clrs_flags).
-  flags.DEFINE_string("program", None, "Program to transfer: a .py file (e.g. "
-                      "RUN/results/best_program.py) or a seed name.")
-  flags.DEFINE_string("baseline", "triplet_gmpnn", "Program trained alongside for reference "
-                      "(a seed name or a .py file).")
-  flags.DEFINE_list("algorithms", list(DEFAULT_ALGORITHMS), "CLRS-30 algorithms to train on.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds; one evaluation per (program, "
-                    "algorithm, seed).")
-  flags.DEFINE_string("profile", "clrs", "Evaluation profile (SPEC §4): clrs (the paper's "
-                      "transfer protocol), spark or quick.")
-  flags.DEFINE_multi_string("profile_overrides", [], "FIELD=VALUE override of the profile, "
-                            "e.g. --profile_overrides=train_steps=500; repeat for several.")
-  flags.DEFINE_string("output", "runs/transfer", "Transfer directory; re-running resumes it.")
-  flags.DEFINE_float("eval_timeout_s", 0.0, "Wall-clock limit of one evaluation; 0 = "
-                     "10 min + 10 s per training step.", lower_bound=0.0)
-  flags.DEFINE_integer("eval_memory_mb", 0, "Memory limit of one evaluation (MB); 0 = 16 GiB "
-                       "or 80% of this machine's memory.", lower_bound=0)
-  flags.DEFINE_enum("executor", "local", ("local", "ray"), "Where evaluations run: local "
-                    "sandboxed children, or Ray tasks (--ray_address).")
-  flags.DEFINE_integer("parallel_evaluations", 1, "Cells evaluated at the same time (one "
-                       "device each), e.g. the number of GPUs.", lower_bound=1)
-  flags.DEFINE_string("ray_address", "", "Ray cluster for --executor=ray (empty = a local "
-                      "Ray instance).")
-  flags.DEFINE_integer("ray_cpus_per_evaluation", 1, "CPUs one Ray task requests when the "
-                       "cluster has no GPU.", lower_bound=1)
-  flags.DEFINE_boolean("compilation_cache", True, "Persistent JAX compilation cache in "
-                       "OUTPUT/cache/jax ($JAX_COMPILATION_CACHE_DIR when set).")
-  flags.mark_flag_as_required("program")
-
-
-def main(argv: list[str]) -> int:
-  """absl entry point."""
-  from absl import flags
-
-  quiet.apply_flag()
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}; every setting is a --flag", file=sys.stderr)
-    return 2
-  f = flags.FLAGS
-  try:
-    settings = ExecutionSettings(
-        executor=f.executor, parallel_evaluations=f.parallel_evaluations,
-        ray_address=f.ray_address, ray_cpus_per_evaluation=f.ray_cpus_per_evaluation,
-        compilation_cache=f.compilation_cache, eval_timeout_s=f.eval_timeout_s,
-        eval_memory_mb=f.eval_memory_mb)
-    result = transfer(f.program, output=f.output, algorithms=f.algorithms, seeds=f.seeds,
-                      profile=f.profile, profile_overrides=f.profile_overrides,
-                      baseline=f.baseline, settings=settings)
-  except TransferError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print("interrupted; re-run the same command to resume", file=sys.stderr)
-    return 130
-  print(result)
-  print(result.markdown.read_text())
-  return 0
-
-
 def _limits(profile: profiles_lib.EvalProfile, timeout_s: float, memory_mb: int) -> Any:
   """The evaluator's default limits for one seed, with the given non-zero values."""
-  from spark_clrs.evaluation import evaluator
+  from spark_clrs.evaluation import evaluate
 
-  limits = evaluator.default_limits(profile, 1)
+  limits = evaluate.default_limits(profile, 1)
   return dataclasses.replace(limits, timeout_s=timeout_s or limits.timeout_s,
                              memory_mb=memory_mb or limits.memory_mb)
-
-
-def run_cli() -> None:
-  from absl import app
-
-  define_flags()
-  quiet.define_flag()
-  app.run(lambda argv: sys.exit(main(argv)))
-
-
-if __name__ == "__main__":
-  run_cli()

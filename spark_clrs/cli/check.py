@@ -6,7 +6,8 @@
 prints ``{"feasible": bool, "stage": str, "reason": str, "param_count": int, "macs": int}``
 and exits 0 (feasible), 1 (rejected) or 2 (usage error: bad path, unknown scope, bad
 flag). Without ``--parent`` the scope stage is skipped; ``--parent`` takes a path or a
-seed name. Candidate code runs only in the sandboxed check child.
+seed name. Candidate code runs only in the jailed check child; the budget's numbers
+(``param_count``, ``macs``) are computed here from what it exported (``checks.budget``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _BUDGET_SEED = flags.DEFINE_string("budget_seed", "triplet_gmpnn", "Seed definin
 _BUDGET_FACTOR = flags.DEFINE_float("budget_factor", 4.0, "Default caps = this x the seed's "
                                     "parameters and MACs.", lower_bound=0.0)
 _TIMEOUT_S = flags.DEFINE_float("timeout_s", checks.DEFAULT_LIMITS.timeout_s,
-                                "Wall-clock limit of the sandboxed stages.", lower_bound=1.0)
+                                "Wall-clock limit of the jailed stages.", lower_bound=1.0)
 _MEMORY_MB = flags.DEFINE_integer("memory_mb", checks.DEFAULT_LIMITS.memory_mb,
                                   "Resident-memory limit of the check child.", lower_bound=256)
 _SANDBOX = flags.DEFINE_enum("sandbox", "bwrap", ["bwrap", "none"],

@@ -4,9 +4,11 @@ r"""Command line: train and score one program under an evaluation profile.
         [--workdir=DIR] [--train_steps=20 --hidden=32 ...]
 
 Prints exactly one JSON object of metrics (SPEC §4) on stdout; logs go to stderr. The
-program runs in a sandboxed child process (``--in_process`` skips the sandbox, for
-trusted programs only). Every field of :class:`spark_clrs.evaluation.profiles.EvalProfile` can be
-overridden by the flag of the same name.
+program runs in the jail (:mod:`spark_clrs.evaluation.evaluate`) and this process scores
+it. ``--in_process --unsafe_no_jail`` instead runs it in this process with no jail at all
+(trusted programs only; one line on stderr says so); ``--in_process`` alone is refused.
+Every field of :class:`spark_clrs.evaluation.profiles.EvalProfile` can be overridden by
+the flag of the same name.
 
 Exit status: 0 ok; 1 the evaluation failed (crash, timeout, memory, error while
 training); 2 bad usage (unknown profile or field, missing program, or a program that
@@ -26,7 +28,9 @@ from typing import Any
 from absl import app, flags
 
 import processors
-from spark_clrs.evaluation import evaluator, profiles
+from spark_clrs.evaluation import evaluate, in_process, profiles
+from spark_clrs.isolation import exchange
+from spark_clrs.messages import error_line
 
 _PROFILE = flags.DEFINE_string("profile", "quick",
                                f"Evaluation profile (SPEC §4): one of {sorted(profiles.PROFILES)}.")
@@ -56,8 +60,12 @@ _SANDBOX = flags.DEFINE_enum("sandbox", "bwrap", ["bwrap", "none"],
                              "where it cannot be created) or none (explicit opt-in: only the "
                              "process limits).")
 _IN_PROCESS = flags.DEFINE_boolean("in_process", False,
-                                   "Run in this process, without the sandbox (trusted "
-                                   "programs only).")
+                                   "Run the program in this process, with no jail: refused "
+                                   "unless --unsafe_no_jail is given too.")
+_UNSAFE_NO_JAIL = flags.DEFINE_boolean("unsafe_no_jail", False,
+                                       "With --in_process: yes, run the program unjailed in "
+                                       "this process (it can do anything this user can; "
+                                       "trusted programs only).")
 
 
 def _define_override_flags() -> dict[str, flags.FlagHolder]:
@@ -126,22 +134,29 @@ def run(program: str) -> dict[str, Any]:
   except processors.ProgramLoadError as e:
     raise UsageError(str(e)) from e
   if _IN_PROCESS.value:
+    print(f"warning: UNSAFE: {path.name} runs in this process WITHOUT the jail "
+          "(--in_process --unsafe_no_jail)", file=sys.stderr, flush=True)
     try:
-      return evaluator.evaluate_program(str(path), profile, seeds)
+      return in_process.evaluate_program(str(path), profile, seeds)
     except processors.ProgramLoadError as e:
       raise UsageError(str(e)) from e
-  limits = evaluator.default_limits(profile, len(seeds))
+  limits = evaluate.default_limits(profile, len(seeds))
   if _TIMEOUT_S.value is not None:
     limits = dataclasses.replace(limits, timeout_s=_TIMEOUT_S.value)
   if _MEMORY_MB.value is not None:
     limits = dataclasses.replace(limits, memory_mb=_MEMORY_MB.value)
   if _WORKDIR.value:
-    result = evaluator.evaluate(path, profile, seeds, workdir=pathlib.Path(_WORKDIR.value),
-                                limits=limits)
+    result = evaluate.evaluate(path, profile, seeds, workdir=pathlib.Path(_WORKDIR.value),
+                               limits=limits)
   else:
-    with tempfile.TemporaryDirectory(prefix="spark_eval_") as tmp:
-      result = evaluator.evaluate(path, profile, seeds, workdir=pathlib.Path(tmp),
-                                  limits=limits)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="spark_eval_"))
+    try:
+      result = evaluate.evaluate(path, profile, seeds, workdir=tmp, limits=limits)
+    finally:  # What the jail left, removed without following its links (exchange).
+      try:
+        exchange.unlink(tmp.parent, tmp.name)
+      except exchange.BoundaryError as e:
+        print(f"warning: could not remove {tmp}: {e}", file=sys.stderr)
   reason = result.reason.removeprefix("error: ")
   if result.is_program_error:
     raise UsageError(reason)
@@ -153,9 +168,18 @@ def run(program: str) -> dict[str, Any]:
   return metrics
 
 
-def _one_line(e: BaseException) -> str:
-  text = " ".join(str(e).split()) or type(e).__name__
-  return text if len(text) <= 500 else text[:500] + "..."
+def check_unsafe_flags() -> None:
+  """``--in_process`` runs candidate code unjailed: only when asked for as unsafe.
+
+  Raises:
+    UsageError: ``--in_process`` without ``--unsafe_no_jail``, or the reverse.
+  """
+  if _IN_PROCESS.value and not _UNSAFE_NO_JAIL.value:
+    raise UsageError("--in_process runs the program in this process with no jail; add "
+                     "--unsafe_no_jail to do that anyway (trusted programs only), or drop "
+                     "--in_process to run it jailed")
+  if _UNSAFE_NO_JAIL.value and not _IN_PROCESS.value:
+    raise UsageError("--unsafe_no_jail only applies to --in_process")
 
 
 def main(argv: list[str]) -> None:
@@ -164,6 +188,11 @@ def main(argv: list[str]) -> None:
     print("error: expected exactly one PROGRAM (a .py file or a seed name such as "
           f"triplet_gmpnn), got {argv[1:]}", file=sys.stderr)
     sys.exit(2)
+  try:
+    check_unsafe_flags()
+  except UsageError as e:
+    print(f"error: {error_line(e)}", file=sys.stderr)
+    sys.exit(2)
   if not _IN_PROCESS.value:
     from spark_clrs.isolation import jail  # pylint: disable=g-import-not-at-top
 
@@ -171,10 +200,10 @@ def main(argv: list[str]) -> None:
   try:
     metrics = run(argv[1])
   except UsageError as e:
-    print(f"error: {_one_line(e)}", file=sys.stderr)
+    print(f"error: {error_line(e)}", file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except  # CLI boundary: one line, no wall.
-    print(f"error: {_one_line(e)}", file=sys.stderr)
+    print(f"error: {error_line(e)}", file=sys.stderr)
     sys.exit(1)
   print(json.dumps(metrics))
 
@@ -188,4 +217,5 @@ if __name__ == "__main__":
   entry_point()
 
 
-__all__ = ["UsageError", "entry_point", "main", "parse_seeds", "resolve_profile", "run"]
+__all__ = ["UsageError", "check_unsafe_flags", "entry_point", "main", "parse_seeds",
+           "resolve_profile", "run"]

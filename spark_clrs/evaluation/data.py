@@ -30,6 +30,7 @@ No dataset download and no network: every batch comes from ``clrs.build_sampler`
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -243,6 +244,29 @@ def build_eval_sets(profile: profiles_lib.EvalProfile
   return spec, sets
 
 
+_CACHE: dict[tuple, tuple[clrs.Spec, dict[str, EvalSet]]] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def cached_eval_sets(profile: profiles_lib.EvalProfile
+                     ) -> tuple[clrs.Spec, dict[str, EvalSet]]:
+  """:func:`build_eval_sets`, cached per set definition (do not mutate the result).
+
+  The sets are a function of the algorithm, their configs and the batch size; sampling
+  the spark sets takes ~2 s, so concurrent evaluations of one run share one copy.
+  """
+  configs = eval_set_configs(profile)
+  key = (profile.algorithm, profile.eval_batch_size,
+         tuple(dataclasses.astuple(c) for c in configs.values()))
+  with _CACHE_LOCK:
+    if key not in _CACHE:
+      if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+      _CACHE[key] = build_eval_sets(profile)
+    return _CACHE[key]
+
+
 def count_shared_samples(a: EvalSet, b: EvalSet) -> int:
   """Number of samples of ``a`` whose inputs equal those of some sample of ``b``."""
   def keys(s: EvalSet) -> list[bytes]:
@@ -333,6 +357,6 @@ def placeholder_feedback(features: clrs.Features, manifest_set: Mapping[str, Any
 
 
 __all__ = ["EVAL_SET_NAMES", "EvalSet", "EvalSetConfig", "blank_hints", "build_eval_set",
-           "build_eval_sets", "count_shared_samples", "eval_set_configs",
+           "build_eval_sets", "cached_eval_sets", "count_shared_samples", "eval_set_configs",
            "export_features", "import_features", "make_train_stream", "pad_hint_steps",
            "placeholder_feedback", "train_sampler_kwargs"]

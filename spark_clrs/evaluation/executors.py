@@ -1,13 +1,15 @@
-"""Where candidate evaluations run: local sandboxed slots or Ray tasks (SPEC §8, §9).
+"""Where candidate evaluations run: local jailed slots or Ray tasks (SPEC §8, §9).
 
 The search keeps ``executor.slots`` evaluations in flight, each one a blocking
 :meth:`Executor.evaluate` call from its own driver thread, with the signature of
-``spark_clrs.evaluation.evaluator.evaluate``; the driver alone writes the archive.
+``spark_clrs.evaluation.evaluate.evaluate``; the driver alone writes the archive.
 
-* :class:`LocalExecutor` (``--executor=local``): N slots on this machine. Each slot owns
-  a ``sandbox.Worker``: pre-started single-use jailed interpreters, the next of which
+* :class:`LocalExecutor` (``--executor=local``): N slots on this machine. Each slot runs
+  its evaluations on a ``runner.Worker`` (``warm``, the default: pre-started single-use
+  jailed interpreters, the next of which
   imports JAX, Haiku and CLRS while the current candidate runs (no 5-15 s of imports on
-  the critical path, and no interpreter ever runs two candidates), and one accelerator
+  the critical path, and no interpreter ever runs two candidates) or else a
+  ``runner.FreshRunner``, and one accelerator
   when there are any (``CUDA_VISIBLE_DEVICES`` of its own, and the GPU device nodes
   bound into its jail; slots sharing a GPU split its memory). With ``--sandbox=none``
   the slots share the run's persistent JAX compilation cache (a program compiled before
@@ -15,7 +17,7 @@ The search keeps ``executor.slots`` evaluations in flight, each one a blocking
   a channel from one candidate to the next.
 * :class:`RayExecutor` (``--executor=ray``): each evaluation is one Ray task requesting
   one GPU when the cluster has GPUs, else ``cpus_per_evaluation`` CPUs. The task runs the
-  same jailed evaluation (``sandbox.run_in_child`` through ``evaluator.evaluate``, with
+  same jailed evaluation (``sandbox.run_in_child`` through ``evaluate.evaluate``, with
   the driver's ``--sandbox`` mode) on its worker, from the program text shipped with the
   task (workers need not share a file system). A task lost with its worker (killed, node
   died, out of memory) is retried once by Ray, then recorded as ``crashed``; the jail
@@ -37,8 +39,6 @@ import math
 import os
 import pathlib
 import queue
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,38 +51,21 @@ from typing import Any
 import psutil
 
 from spark_clrs.config import EXECUTORS
-from spark_clrs.isolation import jail, sandbox
+from spark_clrs.isolation import devices as devices_lib
+from spark_clrs.isolation import exchange, jail, sandbox, supervision
+from spark_clrs.isolation.runner import FreshRunner
+from spark_clrs.messages import error_line
 
-# What a warm evaluation worker imports once (everything the evaluator child needs).
-EVAL_PRELOAD = ("jax", "jax.numpy", "haiku", "numpy", "clrs", "spark_clrs.evaluation.evaluator")
+# What a warm evaluation worker imports once (everything the jailed trainer needs).
+EVAL_PRELOAD = ("jax", "jax.numpy", "haiku", "numpy", "clrs", "spark_clrs.evaluation.trainer")
 JAX_CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
 RAY_INSTALL_HINT = "pip install -e '.[ray]'"
 RAY_TASK_PREFIX = "spark_clrs_ray_"  # Name prefix of a Ray task's private directory.
+RAY_RECORD = "ray_task.json"  # In the evaluation's workdir on the driver.
 
 
 class ExecutorError(RuntimeError):
   """An executor cannot be set up; the message is one line naming the fix."""
-
-
-def local_accelerators(environ: dict[str, str] | None = None) -> list[str]:
-  """CUDA device ids this process may use, without initialising any runtime.
-
-  ``CUDA_VISIBLE_DEVICES`` when set (empty or ``-1`` = none), else the ``/dev/nvidiaN``
-  device files; none when ``JAX_PLATFORMS`` names only non-GPU platforms.
-  """
-  env = os.environ if environ is None else environ
-  platforms = env.get("JAX_PLATFORMS", "").lower()
-  if platforms and not any(p in platforms for p in ("cuda", "gpu")):
-    return []
-  visible = env.get("CUDA_VISIBLE_DEVICES")
-  if visible is not None:
-    ids = [d.strip() for d in visible.split(",") if d.strip()]
-    return [] if not ids or ids[0] == "-1" else ids
-  try:
-    names = os.listdir("/dev")
-  except OSError:
-    return []
-  return sorted((n[len("nvidia"):] for n in names if re.fullmatch(r"nvidia\d+", n)), key=int)
 
 
 class Executor(abc.ABC):
@@ -92,9 +75,11 @@ class Executor(abc.ABC):
 
   @abc.abstractmethod
   def evaluate(self, program_path: str | pathlib.Path, profile: Any, seeds: Sequence[int], *,
-               workdir: pathlib.Path, limits: sandbox.Limits | None = None) -> Any:
-    """Trains and scores one program; returns an ``evaluator.EvalResult`` (never raises
-    for anything the candidate does)."""
+               workdir: pathlib.Path, limits: sandbox.Limits | None = None,
+               cost: dict[str, Any] | None = None) -> Any:
+    """Trains and scores one program; returns an ``evaluate.EvalResult`` (never raises
+    for anything the candidate does). ``cost``: the checks' cost of the program
+    (``checks.Verdict.cost_metrics()``), reused instead of exporting it again."""
 
   @abc.abstractmethod
   def describe(self) -> str:
@@ -136,7 +121,7 @@ class LocalExecutor(Executor):
     slots: evaluations in flight.
     workdir: where the workers keep their home directories and logs.
     compile_cache_dir: persistent JAX compilation cache shared by the slots (None = off).
-    devices: accelerator ids to spread the slots over (default: :func:`local_accelerators`).
+    devices: accelerator ids to spread the slots over (default: ``isolation.devices.gpu_ids``).
     warm: pre-started single-use workers (default); False = a fresh interpreter each.
   """
 
@@ -148,7 +133,7 @@ class LocalExecutor(Executor):
     self.slots = slots
     self._workdir = pathlib.Path(workdir)
     self._cache = pathlib.Path(compile_cache_dir) if compile_cache_dir else None
-    self._devices = list(local_accelerators() if devices is None else devices)
+    self._devices = list(devices_lib.gpu_ids(os.environ) if devices is None else devices)
     self._warm = warm
     self._slots = [self._make_slot(i) for i in range(slots)]
     self._closed = False
@@ -201,7 +186,7 @@ class LocalExecutor(Executor):
       errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
       self.close()
-      raise ExecutorError(f"cannot start the evaluation workers: {_one_line(errors[0])}")
+      raise ExecutorError(f"cannot start the evaluation workers: {error_line(errors[0], 300)}")
 
   def close(self) -> None:
     """Stops the workers; evaluations still running come back ``crashed``."""
@@ -211,13 +196,14 @@ class LocalExecutor(Executor):
         slot.worker.close()
         slot.worker = None
 
-  supports_deferred_test = True  # evaluate(score_test=False) + evaluate_test (issue 12).
+  supports_deferred_test = True  # evaluate(score_test=False) + evaluate_test.
 
   def evaluate(self, program_path: str | pathlib.Path, profile: Any, seeds: Sequence[int], *,
                workdir: pathlib.Path, limits: sandbox.Limits | None = None,
-               score_test: bool = True) -> Any:
+               score_test: bool = True, cost: dict[str, Any] | None = None) -> Any:
+    """``evaluate.evaluate`` in a free slot (``cost``: the checks' cost, see there)."""
     return self._in_slot("evaluate", program_path, profile, seeds, workdir=workdir,
-                         limits=limits, score_test=score_test)
+                         limits=limits, score_test=score_test, cost=cost)
 
   def evaluate_test(self, program_path: str | pathlib.Path, profile: Any,
                     seeds: Sequence[int], *, workdir: pathlib.Path,
@@ -229,21 +215,22 @@ class LocalExecutor(Executor):
   def _in_slot(self, name: str, program_path: str | pathlib.Path, profile: Any,
                seeds: Sequence[int], *, workdir: pathlib.Path,
                limits: sandbox.Limits | None, **extra: Any) -> Any:
-    from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top  # JAX, CLRS.
+    from spark_clrs.evaluation import evaluate  # pylint: disable=g-import-not-at-top  # JAX, CLRS.
 
     slot = self._free.get()
     try:
       if self._closed:  # Shutting down (e.g. Ctrl-C): start nothing new.
-        return evaluator.EvalResult(status="crashed", metrics=None, reason="crashed: the "
-                                    "executor was closed before this evaluation started",
-                                    wall_seconds=0.0, peak_rss_mb=0.0, stderr_tail="")
+        return evaluate.EvalResult(status="crashed", metrics=None, reason="crashed: the "
+                                   "executor was closed before this evaluation started",
+                                   wall_seconds=0.0, peak_rss_mb=0.0, stderr_tail="")
       if self._warm and slot.worker is None:
         slot.worker = sandbox.Worker(workdir=self._workdir / f"slot-{slot.index}",
                                      preload=EVAL_PRELOAD, extra_env=slot.env,
                                      gpu=slot.device is not None)
-      return getattr(evaluator, name)(program_path, profile, seeds, workdir=workdir,
-                                      limits=limits, worker=slot.worker,
-                                      visible_device=slot.device, extra_env=slot.env, **extra)
+      runner = slot.worker if self._warm else FreshRunner(slot.env)
+      return getattr(evaluate, name)(program_path, profile, seeds, workdir=workdir,
+                                     limits=limits, runner=runner,
+                                     visible_device=slot.device, **extra)
     finally:
       self._free.put(slot)
 
@@ -260,37 +247,47 @@ def _import_ray() -> Any:
   return ray
 
 
-def _kill_sandboxes_under(root: pathlib.Path) -> int:
-  """Kills our processes whose HOME lies under ``root`` (sandboxed children set HOME to
-  their workdir); returns how many."""
+def _sandboxes_under(root: pathlib.Path) -> list[int]:
+  """The processes whose HOME lies under ``root`` (a jailed child's HOME is its workdir):
+  ours, and as root also those running as the jails' own uids."""
   prefix = str(root)
-  uid, me, killed = os.getuid(), os.getpid(), 0
+  uid, me, found = os.getuid(), os.getpid(), []
   for p in psutil.process_iter(["uids"]):
     try:
-      if p.pid == me or p.info["uids"] is None or p.info["uids"].real != uid:
+      if p.pid == me or p.info["uids"] is None or (uid != 0 and p.info["uids"].real != uid):
         continue
       home = p.environ().get("HOME", "")
       if home == prefix or home.startswith(prefix + os.sep):
-        p.kill()
-        killed += 1
+        found.append(p.pid)
     except psutil.Error:
       continue
-  return killed
+  return found
 
 
 def guard(root: pathlib.Path) -> None:
   """Guardian of one Ray evaluation: waits for its stdin to close (the task finished or
-  its worker died), then kills any sandboxed process left under ``root`` and removes it."""
+  its worker died), then kills what is left of its jails and removes ``root``.
+
+  As root, the jails of a dead worker are in cgroups whose owner is gone
+  (``supervision.reap_stale``); any jailed process left under ``root`` (its HOME) is then
+  killed with its tree, each by the isolation layer's one kill.
+  """
   try:
     while sys.stdin.buffer.read(1 << 12):
       pass
   except OSError:
     pass
+  supervision.reap_stale()
   for _ in range(3):
-    if not _kill_sandboxes_under(root):
+    pids = _sandboxes_under(root)
+    if not pids:
       break
-    time.sleep(0.1)
-  shutil.rmtree(root, ignore_errors=True)
+    for pid in pids:
+      supervision.kill_until_gone(pid)
+  try:  # It holds the jail's workdir: removed without following what the jail planted.
+    exchange.unlink(root.parent, root.name)
+  except exchange.BoundaryError:
+    pass
 
 
 class _Guardian:
@@ -315,17 +312,14 @@ class _Guardian:
 
 def ray_task(request: dict[str, Any]) -> dict[str, Any]:
   """Body of one Ray task: a sandboxed evaluation of the shipped program on this worker."""
-  from spark_clrs.evaluation import (
-    evaluator,  # pylint: disable=g-import-not-at-top
-    profiles,
-  )
+  from spark_clrs.evaluation import evaluate, profiles  # pylint: disable=g-import-not-at-top
 
   jail.set_mode(request.get("sandbox", "bwrap"))  # The driver's --sandbox, never weaker.
   root = pathlib.Path(tempfile.mkdtemp(prefix=RAY_TASK_PREFIX)).resolve()
   guardian = _Guardian(root)
   try:
+    exchange.write_bytes(root, request["program_name"], request["program_text"].encode())
     program = root / request["program_name"]
-    program.write_text(request["program_text"])
     cache = request.get("compile_cache_dir")
     env = {}
     if cache:
@@ -335,9 +329,10 @@ def ray_task(request: dict[str, Any]) -> dict[str, Any]:
         cache = str(pathlib.Path(tempfile.gettempdir()) / "spark_clrs_jax_cache")
         pathlib.Path(cache).mkdir(parents=True, exist_ok=True)
       env[JAX_CACHE_VAR] = cache
-    result = evaluator.evaluate(
+    result = evaluate.evaluate(
         program, profiles.EvalProfile(**request["profile"]), request["seeds"],
-        workdir=root / "eval", limits=sandbox.Limits(**request["limits"]), extra_env=env)
+        workdir=root / "eval", limits=sandbox.Limits(**request["limits"]),
+        runner=FreshRunner(env), cost=request.get("cost"))
     out = dataclasses.asdict(result)
     out["node"] = socket.gethostname()
     out["worker_pid"] = os.getpid()
@@ -419,51 +414,51 @@ class RayExecutor(Executor):
             "worker is retried once")
 
   def evaluate(self, program_path: str | pathlib.Path, profile: Any, seeds: Sequence[int], *,
-               workdir: pathlib.Path, limits: sandbox.Limits | None = None) -> Any:
-    from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+               workdir: pathlib.Path, limits: sandbox.Limits | None = None,
+               cost: dict[str, Any] | None = None) -> Any:
+    from spark_clrs.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
     self.start()
     ray = self._ray
     path = pathlib.Path(program_path)
-    limits = limits or evaluator.default_limits(profile, len(seeds))
+    limits = limits or evaluate.default_limits(profile, len(seeds))
     request = {"program_name": path.name, "program_text": path.read_text(),
                "profile": profile.to_dict(), "seeds": [int(s) for s in seeds],
                "limits": dataclasses.asdict(limits), "compile_cache_dir": self._cache,
-               "sandbox": jail.mode()}
+               "sandbox": jail.mode(), "cost": cost}
     start = time.monotonic()
     try:
       out = ray.get(self._remote.remote(request))
     except ray.exceptions.RayTaskError as e:  # Our task code raised: a bug, one line.
-      return self._failure("error", f"error: the Ray task raised {_one_line(e)}", start,
+      return self._failure("error", f"error: the Ray task raised {error_line(e, 300)}", start,
                            workdir)
     except ray.exceptions.RayError as e:  # Worker/node lost on both attempts.
       return self._failure("crashed", "crashed: the Ray task was lost with its worker twice "
-                           f"(retried once): {type(e).__name__}: {_one_line(e)}", start,
+                           f"(retried once): {type(e).__name__}: {error_line(e, 300)}", start,
                            workdir)
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     record = {k: out.get(k) for k in ("status", "reason", "node", "worker_pid",
                                       "cuda_visible_devices", "wall_seconds")}
-    (pathlib.Path(workdir) / "ray_task.json").write_text(json.dumps(record, indent=2) + "\n")
-    return evaluator.EvalResult(
+    _write_record(workdir, record)
+    return evaluate.EvalResult(
         status=out["status"], metrics=out["metrics"], reason=out["reason"],
         wall_seconds=out["wall_seconds"], peak_rss_mb=out["peak_rss_mb"],
         stderr_tail=out["stderr_tail"])
 
   @staticmethod
   def _failure(status: str, reason: str, start: float, workdir: pathlib.Path) -> Any:
-    from spark_clrs.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+    from spark_clrs.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(workdir) / "ray_task.json").write_text(
-        json.dumps({"status": status, "reason": reason}, indent=2) + "\n")
-    return evaluator.EvalResult(status=status, metrics=None, reason=reason,
-                                wall_seconds=time.monotonic() - start, peak_rss_mb=0.0,
-                                stderr_tail="")
+    _write_record(workdir, {"status": status, "reason": reason})
+    return evaluate.EvalResult(status=status, metrics=None, reason=reason,
+                               wall_seconds=time.monotonic() - start, peak_rss_mb=0.0,
+                               stderr_tail="")
 
 
-def _one_line(e: BaseException) -> str:
-  text = " ".join(str(e).split())
-  return text[:300] + ("..." if len(text) > 300 else "")
+def _write_record(workdir: pathlib.Path, record: dict[str, Any]) -> None:
+  """``workdir/ray_task.json``: where and how the task ran (an evaluation's workdir may
+  hold what a jail left there, so it is written as every such file is)."""
+  pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+  exchange.write_bytes(workdir, RAY_RECORD, (json.dumps(record, indent=2) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------- factory
@@ -496,4 +491,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["EVAL_PRELOAD", "EXECUTORS", "Executor", "ExecutorError", "LocalExecutor",
-           "RayExecutor", "guard", "local_accelerators", "make_executor", "ray_task"]
+           "RayExecutor", "guard", "make_executor", "ray_task"]

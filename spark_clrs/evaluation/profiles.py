@@ -140,7 +140,7 @@ PROFILES: dict[str, EvalProfile] = {
     # half-width over graphs (0.023) was 3x its std over 5 training seeds (0.007), so the
     # fitness differences a search reports were evaluation noise; at 128 the half-width
     # (0.0092) is within the seed std (0.0094). Evaluation at n=16 is cheap; OOD-test is
-    # scored only for new bests by default (--score_test=best). See BUILD_NOTES (issue 12).
+    # scored only for new bests by default (--score_test=best). See BUILD_NOTES.
     "quick": EvalProfile(
         name="quick", train_lengths=(8,), train_steps=40, hidden=16, batch_size=8,
         eval_batch_size=16, ood_val_length=16, ood_val_samples=128, test_length=16,

@@ -1,13 +1,15 @@
 """Child half of the sandbox: runs one trusted target function inside the jail.
 
-``spark_clrs.isolation.sandbox`` starts this module, inside the bubblewrap jail (``jail.py``), as
-``python -m spark_clrs.isolation.child REQUEST.json`` (a fresh child) or as ``--worker FD
-PRELOAD`` (a pre-started single-use worker: it imports ``PRELOAD`` at low CPU priority,
-answers ``ready``, serves exactly one request and exits). It applies the resource limits,
-imports the target ``module:function`` (our own code, never the candidate directly), calls
-it with the JSON payload and writes the outcome to the result file named in the request.
-It imports nothing but the standard library before the limits are set, except the
-worker's preload, which runs before any candidate code exists in the process.
+The runner starts this module, inside the bubblewrap jail, as ``python -m
+spark_clrs.isolation.child --serve FD PRELOAD`` (``FD``: its end of the control socket of
+:mod:`channel`). It first closes every other inherited descriptor but stdin/stdout/stderr,
+imports ``PRELOAD`` (a pre-started worker: at low CPU priority), says ready, takes exactly
+one request, applies the request's resource limits, imports the target ``module:function``
+(our own code, never the candidate directly), calls it with the JSON payload, sends the
+outcome back over the socket and exits. Before the limits are set it imports only the
+standard library, :mod:`channel` and :mod:`spark_clrs.messages` (both standard library
+only), and the preload, which runs before any candidate code exists in the process. Should the parent die, the socket's
+hang-up ends the child at once.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import importlib
 import json
 import os
 import resource
+import select
 import signal
 import socket
 import sys
 import threading
-import time
 import traceback
+
+from spark_clrs import messages
+from spark_clrs.isolation import channel
 
 # Exception texts that mean the child ran out of memory rather than hit a bug.
 _MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "std::bad_alloc",
@@ -29,14 +34,16 @@ _MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "std:
 # CPU priority (nice) of a worker's preload imports, so that they take little CPU from the
 # candidate running meanwhile; the request itself runs at the worker's normal priority.
 PRELOAD_NICE = 10
+_CPU_GRACE_S = 5  # Between RLIMIT_CPU's SIGXCPU (soft) and its SIGKILL (hard).
 
 
 def apply_limits(request: dict) -> None:
   """Sets the request's rlimits (hard = soft, so the target cannot raise them).
 
   ``RLIMIT_AS`` (``address_space_mb`` > 0), ``RLIMIT_FSIZE`` (``max_file_mb`` > 0),
-  ``RLIMIT_NPROC`` (``max_processes`` > 0; counted per user namespace, so set only in the
-  jail) and no core dumps.
+  ``RLIMIT_NPROC`` (``max_processes`` > 0; counted per user, so set only in the jail),
+  ``RLIMIT_CPU`` (``cpu_seconds`` > 0, on top of what the process has used so far) and no
+  core dumps.
   """
   resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
   limits = ((resource.RLIMIT_AS, request.get("address_space_mb", 0)),
@@ -48,20 +55,25 @@ def apply_limits(request: dict) -> None:
   nproc = int(request.get("max_processes", 0) or 0)
   if nproc > 0:
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+  cpu = int(request.get("cpu_seconds", 0) or 0)
+  if cpu > 0:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime) + cpu
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + _CPU_GRACE_S))
 
 
-def watch_parent(poll_s: float = 0.5) -> None:
-  """Kills this process's group as soon as its parent dies (e.g. a SIGKILLed search).
-
-  Needed with ``--sandbox=none`` (every sandbox process leads its own session, so nothing
-  else would reap it); in the jail ``--die-with-parent`` does this, and the parent seen
-  from inside is the jail's init, which only dies with the jail.
-  """
-  parent = os.getppid()
+def _watch_channel(sock_fd: int) -> None:
+  """Ends this process (and, unjailed, its group) when the parent's end of the control
+  socket goes away: a SIGKILLed search takes its children along."""
 
   def watch() -> None:
-    while os.getppid() == parent:
-      time.sleep(poll_s)
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLRDHUP)
+    while True:
+      events = poller.poll()
+      if any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL)
+             for _, mask in events):
+        break
     try:
       os.killpg(os.getpgrp(), signal.SIGKILL)
     finally:
@@ -71,9 +83,8 @@ def watch_parent(poll_s: float = 0.5) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-  text = " ".join(str(e).split())
-  if len(text) > 400:
-    text = text[:400] + "..."
+  """``Type: message`` on one line (``messages.one_line``; nothing secret is in the jail)."""
+  text = messages.one_line(str(e), 400)
   return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
@@ -102,46 +113,14 @@ def run_target(target: str, payload: dict) -> dict:
     return {"status": status, "value": None, "reason": reason + _where(e)}
 
 
-def _write_result(path: str, record: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f)
-  os.replace(tmp, path)
-
-
-def execute(request: dict) -> None:
-  """Runs one request in this (already isolated) process and exits it."""
-  try:
-    watch_parent()
-    apply_limits(request)
-    record = run_target(request["target"], request["payload"])
-    _write_result(request["result_path"], record)
-  except BaseException as e:  # Even writing the result failed: leave a trace on stderr.
-    print(f"sandbox child failed: {_one_line(e)}", file=sys.stderr)
-    code = 3
-  else:
-    code = 0
-  try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-  finally:
-    os._exit(code)  # Skip atexit hooks and interpreter teardown (slow with JAX loaded).
-
-
-def _isolate(request: dict, out_fd: int, err_fd: int) -> None:
-  """In the worker, once its request came: own stdio, nothing else open, request env."""
+def _isolate(request: dict, sock_fd: int) -> None:
+  """Once the request came: default signals, its cwd and environment, progress channel."""
   signal.signal(signal.SIGTERM, signal.SIG_DFL)
   signal.signal(signal.SIGINT, signal.SIG_DFL)
-  sys.stdout.flush()
-  sys.stderr.flush()
-  devnull = os.open(os.devnull, os.O_RDONLY)
-  os.dup2(devnull, 0)
-  os.dup2(out_fd, 1)
-  os.dup2(err_fd, 2)
-  os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
   os.chdir(request["workdir"])
   os.environ.clear()
   os.environ.update(request["env"])
+  os.environ[channel.PROGRESS_VAR] = str(sock_fd)
 
 
 def _preload(names: list[str]) -> None:
@@ -173,48 +152,55 @@ def _preload(names: list[str]) -> None:
 
 
 def serve(sock_fd: int, preload: list[str]) -> None:
-  """Single-use worker: import ``preload``, say ready, run one request, exit.
-
-  Protocol on the SOCK_SEQPACKET socket ``sock_fd``: the worker sends ``{"ready": true}``
-  once the imports are done; the parent sends one JSON request with the run's
-  stdout/stderr pipe ends attached (SCM_RIGHTS). The socket is closed before the target
-  runs, so candidate code has no channel to the parent but the result file. EOF or
-  ``{"quit": true}`` ends the worker.
-  """
-  _preload(preload)
+  """Import ``preload``, say ready, run one request, send its outcome, exit."""
+  _watch_channel(sock_fd)
   sock = socket.socket(fileno=sock_fd)
-  sock.sendall(json.dumps({"ready": True}).encode())
-  try:
-    msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
-  except OSError:
-    os._exit(0)
-  if not msg or len(fds) != 2:
-    os._exit(0)
-  request = json.loads(msg)
-  if request.get("quit"):
+  _preload(preload)
+  channel.send_fd(sock_fd, {"ready": True})
+  request = channel.receive(sock)
+  if request is None:
     os._exit(0)
   try:
-    sock.close()
-    _isolate(request, fds[0], fds[1])
+    _isolate(request, sock_fd)
+    apply_limits(request)
   except BaseException as e:
-    os.write(2, f"sandbox worker setup failed: {_one_line(e)}\n".encode())
+    os.write(2, f"sandbox child setup failed: {_one_line(e)}\n".encode())
     os._exit(4)
-  execute(request)
+  record = run_target(request["target"], request["payload"])
+  code = 0
+  try:
+    channel.send_fd(sock_fd, {"result": record})
+  except (OSError, channel.ProtocolError) as e:  # E.g. a value over the frame size.
+    os.write(2, f"sandbox child could not send its result: {_one_line(e)}\n".encode())
+    code = 3
+  try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+  finally:
+    os._exit(code)  # Skip atexit hooks and interpreter teardown (slow with JAX loaded).
+
+
+def _close_inherited(keep: int) -> None:
+  """Closes every descriptor but 0-2 and ``keep``: none of the host's reaches the target."""
+  for name in os.listdir("/proc/self/fd"):
+    fd = int(name)
+    if fd > 2 and fd != keep:
+      try:
+        os.close(fd)
+      except OSError:
+        pass
 
 
 def main(argv: list[str]) -> None:
   # The private workdir is the cwd: never let files there shadow real modules.
   sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-  if len(argv) == 4 and argv[1] == "--worker":
-    serve(int(argv[2]), json.loads(argv[3]))
-    return
-  if len(argv) != 2:
-    print("usage: python -m spark_clrs.isolation.child REQUEST.json | --worker FD PRELOAD_JSON",
+  if len(argv) != 4 or argv[1] != "--serve":
+    print("usage: python -m spark_clrs.isolation.child --serve FD PRELOAD_JSON",
           file=sys.stderr)
     sys.exit(2)
-  with open(argv[1]) as f:
-    request = json.load(f)
-  execute(request)
+  sock_fd = int(argv[2])
+  _close_inherited(sock_fd)
+  serve(sock_fd, json.loads(argv[3]))
 
 
 if __name__ == "__main__":

@@ -40,11 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from spark_clrs.llm import (  # LiteLLM as configured by spark_clrs.llm.
-  OFFLINE_MODEL,
-  litellm,
-  offline_moves,
-)
+from spark_clrs.llm import offline_moves
+from spark_clrs.llm.backend import litellm, register_provider
+from spark_clrs.llm.settings import OFFLINE_MODEL
 from spark_clrs.programs import regions
 
 PROVIDER = "spark"
@@ -340,9 +338,15 @@ class OfflineProvider(litellm.CustomLLM):
 
 
 def register() -> None:
-  """Makes ``spark/offline`` routable through ``litellm.completion`` (idempotent)."""
-  if not any(item.get("provider") == PROVIDER for item in litellm.custom_provider_map):
-    litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": OfflineProvider()})
+  """Makes ``spark/offline`` routable through ``litellm.completion`` (idempotent).
+
+  Importing this module does it: :mod:`spark_clrs.llm.backend` imports it by name the
+  first time a client is configured with a ``spark/`` model.
+  """
+  register_provider(PROVIDER, OfflineProvider())
+
+
+register()
 
 
 __all__ = ["MODEL", "OfflineProvider", "OfflineRequestError", "PROVIDER", "answer", "register",

@@ -8,14 +8,17 @@ The reply holds one or more blocks::
     their replacement
     >>>>>>> REPLACE
 
-applied in order, each to the first occurrence of its SEARCH text in the program as
-edited so far (as OpenEvolve applies them). A block whose SEARCH text is absent makes
-the whole reply unusable: the proposal is rejected with the block's first line named.
-:func:`render` writes blocks for a known change (the offline proposer's answer).
+applied in order, as OpenEvolve applies them: a block's SEARCH lines must equal whole
+consecutive lines of the program as edited so far, and its first occurrence is
+replaced. A block whose SEARCH lines occur nowhere is skipped (OpenEvolve skips it too)
+and named in :attr:`Applied.skipped`; the reply is unusable only when no block applies
+(:func:`apply` then raises :class:`DiffError`). :func:`render` writes blocks for a known
+change (the offline proposer's answer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 
@@ -26,6 +29,21 @@ class DiffError(ValueError):
   """The reply has no usable SEARCH/REPLACE block."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Applied:
+  """The program after the blocks that matched, and the first lines of those that did not.
+
+  Attributes:
+    text: the edited program.
+    applied: how many blocks were applied.
+    skipped: for each block whose SEARCH lines were not found, its first non-blank line.
+  """
+
+  text: str
+  applied: int
+  skipped: tuple[str, ...] = ()
+
+
 def parse(reply: str) -> list[tuple[str, str]]:
   """The (search, replace) pairs of a reply, in order."""
   blocks = [(m.group(1), m.group(2)) for m in _BLOCK.finditer(reply or "")]
@@ -34,23 +52,44 @@ def parse(reply: str) -> list[tuple[str, str]]:
   return blocks
 
 
-def apply(program: str, blocks: list[tuple[str, str]]) -> str:
-  """``program`` with every block applied (first occurrence each)."""
-  text = program
+def _first_line(search: str) -> str:
+  lines = [line.strip() for line in search.split("\n") if line.strip()]
+  return (lines[0] if lines else "")[:80]
+
+
+def _find(lines: list[str], search: list[str]) -> int:
+  """Index of the first run of ``lines`` equal to ``search``, or -1."""
+  for i in range(len(lines) - len(search) + 1):
+    if lines[i:i + len(search)] == search:
+      return i
+  return -1
+
+
+def apply(program: str, blocks: list[tuple[str, str]]) -> Applied:
+  """``program`` with every block that matches applied (first occurrence each).
+
+  Raises:
+    DiffError: when no block applies (empty SEARCH texts never do).
+  """
+  lines = program.split("\n")
+  applied, skipped = 0, []
   for search, replace in blocks:
-    if not search.strip():
-      raise DiffError("a SEARCH block is empty; it must quote lines of the current program")
-    at = text.find(search)
+    at = _find(lines, search.split("\n")) if search.strip() else -1
     if at < 0:
-      first = search.strip().split("\n")[0].strip()
-      raise DiffError(f"SEARCH text not found in the program: {first[:80]!r}")
-    text = text[:at] + replace + text[at + len(search):]
-  return text
+      skipped.append(_first_line(search) or "(empty SEARCH)")
+      continue
+    lines[at:at + len(search.split("\n"))] = replace.split("\n") if replace else []
+    applied += 1
+  if not applied:
+    shown = "; ".join(repr(s) for s in skipped[:3])
+    raise DiffError(f"none of the {len(blocks)} SEARCH block(s) matches lines of the program "
+                    f"(first lines: {shown})")
+  return Applied("\n".join(lines), applied, tuple(skipped))
 
 
 def apply_reply(program: str, reply: str) -> str:
-  """Parses and applies a reply's blocks."""
-  return apply(program, parse(reply))
+  """Parses and applies a reply's blocks (those that match)."""
+  return apply(program, parse(reply)).text
 
 
 def render(old: str, new: str) -> str:
@@ -73,4 +112,4 @@ def render(old: str, new: str) -> str:
                        for search, replace in blocks)
 
 
-__all__ = ["DiffError", "apply", "apply_reply", "parse", "render"]
+__all__ = ["Applied", "DiffError", "apply", "apply_reply", "parse", "render"]

@@ -10,12 +10,21 @@ Markers are matched on the stripped line, so a region may sit at any
 indentation. Each factor appears exactly once and regions never nest. The
 text outside all regions (markers included) is the read-only skeleton that a
 scoped edit must leave untouched.
+
+A model asked to return the whole program retypes thousands of read-only characters and
+drifts in a blank line, trailing spaces or a comment. :func:`repair_drift` tells such
+drift from a code change: when the only differences outside the editable regions are
+whitespace or comments, the child's regions are spliced into the parent (SPEC §1 step 5).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import io
 import re
+import textwrap
+import tokenize
 from collections.abc import Iterable, Sequence
 
 _MARKER = re.compile(r"^#\s*=+\s*(BEGIN|END)\s+([A-Z][A-Z0-9_]*)\s+REGION\s*=+\s*$")
@@ -249,3 +258,92 @@ def outside_scope_changes(parent: str, child: str, scope: Sequence[str]) -> list
       else:
         problems.append("read-only text: the set of regions differs from the parent's")
   return problems
+
+
+def _indent(body: str) -> str:
+  """The indentation of the first non-blank line."""
+  for line in body.split("\n"):
+    if line.strip():
+      return line[:len(line) - len(line.lstrip())]
+  return ""
+
+
+def reindent_body(body: str, like: str) -> str:
+  """``body`` shifted to the indentation of the region body ``like`` (relative indents kept)."""
+  return _shift(body, _indent(like))
+
+
+def _shift(body: str, indent: str) -> str:
+  """``body`` dedented, then indented by ``indent`` (blank lines emptied)."""
+  dedented = textwrap.dedent(body)
+  lines = [(indent + line) if line.strip() else "" for line in dedented.split("\n")]
+  out = "\n".join(lines).rstrip("\n")
+  return out + "\n" if out else ""
+
+
+def _code_tokens(text: str) -> list[tuple[int, str]] | None:
+  """The program's tokens without comments, blank lines or indentation width; None if invalid."""
+  skip = (tokenize.COMMENT, tokenize.NL)
+  blank = (tokenize.INDENT, tokenize.NEWLINE, tokenize.DEDENT, tokenize.ENDMARKER)
+  try:
+    return [(t.type, "" if t.type in blank else t.string)
+            for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in skip]
+  except (tokenize.TokenError, SyntaxError):
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftRepair:
+  """A child whose text outside its scope drifted only in whitespace or comments.
+
+  Attributes:
+    child: the parent with the child's scope regions spliced in (the parent's own text
+      everywhere else, byte for byte).
+    drift: what differed outside the scope, as :func:`outside_scope_changes` words it.
+  """
+
+  child: str
+  drift: tuple[str, ...]
+
+
+def repair_drift(parent: str, child: str, scope: Sequence[str]) -> DriftRepair | None:
+  """Splices ``child``'s ``scope`` regions into ``parent`` when nothing else changed in code.
+
+  Returns ``None`` when there is nothing to repair (the child already leaves the rest
+  alone) or nothing that may be repaired: broken, missing or reordered markers, a token
+  that differs outside ``scope`` (code, docstrings and other strings included), or a
+  splice that does not parse.
+  """
+  try:
+    p_regions, c_regions = parse_regions(parent), parse_regions(child)
+  except RegionError:
+    return None
+  if list(p_regions) != list(c_regions) or any(s not in p_regions for s in scope):
+    return None
+  drift = outside_scope_changes(parent, child, scope)
+  if not drift:
+    return None
+  # Region indentation, read off each program's BEGIN marker line.
+  p_lines, c_lines = parent.split("\n"), child.split("\n")
+  p_indent = {n: _indent(p_lines[p_regions[n].begin - 1]) for n in scope}
+  c_indent = {n: _indent(c_lines[c_regions[n].begin - 1]) for n in scope}
+
+  def moved(body: str, have: str, want: str) -> str:
+    return body if have == want else _shift(body, want)
+
+  outside = child
+  for name in scope:  # The child's text outside its scope, its scope bodies the parent's.
+    outside = replace_region(outside, name,
+                             moved(p_regions[name].body, p_indent[name], c_indent[name]))
+  parent_tokens = _code_tokens(parent)
+  if parent_tokens is None or parent_tokens != _code_tokens(outside):
+    return None
+  repaired = parent
+  for name in scope:
+    repaired = replace_region(repaired, name,
+                              moved(c_regions[name].body, c_indent[name], p_indent[name]))
+  try:
+    ast.parse(repaired)
+  except SyntaxError:
+    return None
+  return DriftRepair(repaired, tuple(drift))

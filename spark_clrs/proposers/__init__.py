@@ -31,8 +31,14 @@ from spark_clrs.proposers.base import (
   Proposer,
   ProposerConfig,
 )
-from spark_clrs.proposers.registry import ProposerFactory, make_proposer, register, strategies
+from spark_clrs.proposers.registry import (
+  ProposerFactory,
+  compare_note,
+  make_proposer,
+  register,
+  strategies,
+)
 
 __all__ = ["ContextRequest", "IslandReset", "Outcome", "ParentInfo", "Plateau", "Proposal",
-           "ProposalHistory", "Proposer", "ProposerConfig", "ProposerFactory", "make_proposer",
-           "population", "register", "strategies"]
+           "ProposalHistory", "Proposer", "ProposerConfig", "ProposerFactory", "compare_note",
+           "make_proposer", "population", "register", "strategies"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from spark_clrs.llm import LLMRecord, prompts
 from spark_clrs.programs import regions
-from spark_clrs.proposers import context
+from spark_clrs.proposers import context, parsing
 from spark_clrs.proposers.base import ParentInfo, Proposal, ProposalHistory
 from spark_clrs.proposers.registry import register
 from spark_clrs.proposers.spark import SparkProposer
@@ -56,6 +56,7 @@ class AsrOnlyProposer(SparkProposer):
     scope = self.route(parent, history, rng, calls, decision)
     decision["scope"] = scope
     child, error = self.rewrite_undirected(parent, scope, calls)
+    child = parsing.repair_drift(child, parent.text, (scope,), self.config.sar_output, decision)
     return Proposal(child, (scope,), None, decision, calls, error=error)
 
 

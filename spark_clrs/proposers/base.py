@@ -47,6 +47,9 @@ class ProposerConfig:
   edit_format: str = "diff"
 
 
+VERDICTS = ("better", "tie", "worse")  # Paired verdicts of search.standing / statistics.
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
   """One finished proposal, as later proposals see it.
@@ -63,6 +66,10 @@ class Outcome:
     parent_fitness: the parent's fitness.
     program_id: the child's id, if it has one.
     parent_id: the parent's id.
+    gain: the paired difference with the parent (``search.standing.gain`` as JSON: ``diff``,
+      its interval, ``verdict`` ``better`` | ``tie`` | ``worse``, ``text``), when known.
+    new_best: whether the search announced the child as a new best (its paired decision
+      against the best so far), when known.
   """
 
   iteration: int
@@ -75,6 +82,8 @@ class Outcome:
   parent_fitness: float | None = None
   program_id: str | None = None
   parent_id: str | None = None
+  gain: Mapping[str, Any] | None = None
+  new_best: bool | None = None
 
   @classmethod
   def coerce(cls, row: Outcome | Mapping[str, Any]) -> Outcome:
@@ -97,14 +106,35 @@ class Outcome:
     return self.fitness - self.parent_fitness
 
   @property
+  def verdict(self) -> str | None:
+    """The paired verdict against the parent (``better``, ``tie``, ``worse``), if known."""
+    verdict = (self.gain or {}).get("verdict") if self.feasible else None
+    return verdict if verdict in VERDICTS else None
+
+  @property
   def label(self) -> str:
-    """``improved``, ``unchanged``, ``worse``, ``not evaluated`` or ``rejected (<stage>)``."""
+    """``improved``, ``tie``, ``unchanged``, ``worse``, ``not evaluated`` or ``rejected (<stage>)``.
+
+    With a paired verdict a child is ``improved`` only when clearly better than its
+    parent and ``tie`` when the difference is within noise; without one, by the sign of
+    the fitness change (``unchanged`` when equal).
+    """
     if not self.feasible:
       return f"rejected ({self.stage})"
     delta = self.fitness_delta
     if delta is None:
       return "not evaluated"
+    if self.verdict is not None:
+      return {"better": "improved", "tie": "tie", "worse": "worse"}[self.verdict]
     return "improved" if delta > 0 else ("unchanged" if delta == 0 else "worse")
+
+  @property
+  def gained(self) -> float:
+    """The gain credited to its scope: the fitness change when clearly better, else 0."""
+    delta = self.fitness_delta
+    if not self.feasible or delta is None or not math.isfinite(delta):
+      return 0.0
+    return max(0.0, delta) if self.verdict in (None, "better") else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,35 +167,50 @@ class ProposalHistory:
     return [o for o in self.outcomes if o.scope and scope in o.scope]
 
   def plateau(self) -> Plateau:
+    """The best moves where the search announced a new best (``Outcome.new_best``); for
+    rows without that decision, on a higher fitness that is not a tie with the parent."""
     best: float | None = None
     since = 0
     for o in self.outcomes:
       if best is None and o.parent_fitness is not None:
         best = o.parent_fitness
-      if o.feasible and o.fitness is not None and (best is None or o.fitness > best):
+      higher = o.feasible and o.fitness is not None and (best is None or o.fitness > best)
+      new = o.new_best if o.new_best is not None else higher and o.verdict in (None, "better")
+      if new and o.feasible and o.fitness is not None:
         best, since = o.fitness, 0
       else:
         since += 1
     return Plateau(evaluations=len(self.outcomes), since_best=since, best_fitness=best)
 
   def scope_gains(self, factors: Sequence[str]) -> dict[str, list[float]]:
-    """Per factor, the gain of each proposal scoped to it: ``max(0, fitness delta)``.
+    """Per factor, the gain of each proposal scoped to it (:attr:`Outcome.gained`).
 
-    Rejected or unevaluated proposals gain 0, so a factor that keeps failing looks
-    no better than one that keeps producing worse children.
+    Rejected or unevaluated proposals, and ties within noise, gain 0, so a factor that
+    keeps failing looks no better than one that keeps producing worse children.
     """
     gains: dict[str, list[float]] = {f: [] for f in factors}
     for o in self.outcomes:
-      if not o.scope or len(o.scope) != 1 or o.scope[0] not in gains:
-        continue
-      delta = o.fitness_delta if o.feasible else None
-      gains[o.scope[0]].append(max(0.0, delta) if delta is not None and math.isfinite(delta)
-                               else 0.0)
+      if o.scope and len(o.scope) == 1 and o.scope[0] in gains:
+        gains[o.scope[0]].append(o.gained)
     return gains
 
 
 # Why a program other than the parent is in a prompt (``ParentInfo.source``).
-SOURCES = ("parent", "top", "diverse", "island")
+SOURCES = ("parent", "top", "diverse", "island", "population")
+
+# Metrics a proposer may receive: the selection set (OOD-val, and in-distribution val) and
+# the program's cost. The reported test metrics (``ood_acc``, its per-seed, per-graph and
+# interval fields, anything ``test_*``) and run bookkeeping (timings, workdirs) are never
+# handed to a proposer, so no prompt can show them and no strategy can select on them.
+PROPOSER_METRICS = ("ood_val_acc", "val_acc", "param_count", "processor_param_count", "macs",
+                    "macs_nb_nodes", "check_param_count", "check_macs")
+PROPOSER_METRIC_PREFIXES = ("ood_val_acc_", "val_acc_")
+
+
+def proposer_may_see(name: str) -> bool:
+  """Whether metric ``name`` may reach a proposer (:data:`PROPOSER_METRICS` and their
+  ``ood_val_acc_*`` / ``val_acc_*`` details)."""
+  return name in PROPOSER_METRICS or name.startswith(PROPOSER_METRIC_PREFIXES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,13 +220,17 @@ class ParentInfo:
   Attributes:
     program_id: its archive id.
     text: its full program text.
-    metrics: its evaluation metrics (``ood_val_acc``, ``macs``, ...).
+    metrics: its evaluation metrics a proposer may see (``ood_val_acc``, ``macs``, ...):
+      on construction every metric :func:`proposer_may_see` refuses (``ood_acc`` and the
+      other test metrics, timings) is dropped, whatever the caller passed.
     lineage: outcomes along its ancestry (the edits that led to it and failed
       attempts from its ancestors), oldest first; dicts are accepted too.
     decision: the decision recorded when it was proposed (e.g. EoH's ``thought``).
     source: ``parent``, or why the controller added it to ``inspirations``: ``top``
-      (fittest overall), ``diverse`` (another MAP-Elites cell of the parent's island)
-      or ``island`` (a member of the parent's island).
+      (fittest overall), ``diverse`` (another MAP-Elites cell of the parent's island),
+      ``island`` (a member of the parent's island, or a program the strategy's sampler
+      drew with the parent) or ``population`` (the parent island's members, for a
+      strategy that checks its child against them; not meant for the prompt).
     cell: its MAP-Elites cell on the parent's island, when known.
     inspirations: other archived programs for population-based strategies, as asked
       for by :attr:`Proposer.context_request`; empty when none were supplied.
@@ -199,6 +248,8 @@ class ParentInfo:
   def __post_init__(self):
     if self.source not in SOURCES:
       raise ValueError(f"ParentInfo.source={self.source!r}; use one of {SOURCES}")
+    object.__setattr__(self, "metrics", {k: v for k, v in dict(self.metrics).items()
+                                         if proposer_may_see(k)})
 
   def lineage_outcomes(self) -> list[Outcome]:
     return [Outcome.coerce(r) for r in self.lineage]
@@ -228,42 +279,52 @@ class ContextRequest:
     diverse: up to this many elites of the parent island's MAP-Elites cells, those farthest
       (in cells) from the parent's own cell first, none of them a ``top`` program.
     island: up to this many of the fittest members of the parent's island.
+    population: up to this many members of the parent's island, fittest first, as
+      source ``population`` (EoH checks a child against its population); these may
+      repeat programs of the other groups.
   """
 
   top: int = 0
   diverse: int = 0
   island: int = 0
+  population: int = 0
 
   def __post_init__(self):
-    for name in ("top", "diverse", "island"):
+    for name in ("top", "diverse", "island", "population"):
       if getattr(self, name) < 0:
         raise ValueError(f"ContextRequest.{name} must be >= 0, got {getattr(self, name)}")
 
   @property
   def empty(self) -> bool:
-    return not (self.top or self.diverse or self.island)
+    return not (self.top or self.diverse or self.island or self.population)
 
 
 @dataclasses.dataclass(frozen=True)
 class IslandReset:
   """A periodic island reset the strategy asks the controller for (FunSearch).
 
-  Every ``interval`` proposals, the ``fraction`` of islands whose best fitness is lowest
-  are emptied and each restarts from the best program of a randomly chosen surviving
-  island.
+  Every ``interval`` proposals (``interval`` x the number of islands with
+  ``per_island``, so that each island has received ``interval`` proposals on average
+  since the last reset), the ``fraction`` of islands whose best fitness is lowest are
+  emptied and each restarts from the best program of a randomly chosen surviving island.
   """
 
   interval: int
   fraction: float = 0.5
+  per_island: bool = False
 
   def __post_init__(self):
     if self.interval < 1 or not 0.0 < self.fraction < 1.0:
       raise ValueError(f"IslandReset needs interval >= 1 and 0 < fraction < 1, got "
                        f"interval={self.interval}, fraction={self.fraction}")
 
-  def due(self, iteration: int) -> bool:
+  def period(self, islands: int = 1) -> int:
+    """Proposals between two resets of a search with ``islands`` islands."""
+    return self.interval * (max(1, islands) if self.per_island else 1)
+
+  def due(self, iteration: int, islands: int = 1) -> bool:
     """Whether the reset runs after proposal ``iteration`` (1-based)."""
-    return iteration > 0 and iteration % self.interval == 0
+    return iteration > 0 and iteration % self.period(islands) == 0
 
 
 @dataclasses.dataclass
@@ -299,11 +360,14 @@ class Proposer(abc.ABC):
     name: the ``--strategy`` name.
     context_request: the archived programs it wants besides the parent (none by default).
     island_reset: the island reset it asks the controller to run, if any.
+    compare_note: one paragraph for compare's notes: how the strategy departs from its
+      source where a mechanism cannot be reproduced here (empty when it does not).
   """
 
   name: str = "proposer"
   context_request: ContextRequest = ContextRequest()
   island_reset: IslandReset | None = None
+  compare_note: str = ""
 
   @abc.abstractmethod
   def propose(self, parent: ParentInfo, history: ProposalHistory,
@@ -311,5 +375,6 @@ class Proposer(abc.ABC):
     """Proposes one child of ``parent``; never raises for a bad LLM reply."""
 
 
-__all__ = ["ContextRequest", "IslandReset", "Outcome", "ParentInfo", "Plateau", "Proposal",
-           "ProposalHistory", "Proposer", "ProposerConfig", "SOURCES"]
+__all__ = ["ContextRequest", "IslandReset", "Outcome", "PROPOSER_METRICS", "ParentInfo", "Plateau",
+           "Proposal", "ProposalHistory", "Proposer", "ProposerConfig", "SOURCES", "VERDICTS",
+           "proposer_may_see"]

@@ -19,19 +19,20 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from spark_clrs.evaluation import noise
 from spark_clrs.llm import LLMClient, LLMRecord, prompts
 from spark_clrs.proposers.base import Outcome, ProposalHistory
 
 # What a prompt may leave out to fit a window, first to go first.
 SHRINK_ORDER = ("lineage", "inspirations", "tried")
-# Share of the window a prompt may fill (token counts of unknown tokenizers are estimates).
-WINDOW_MARGIN = 0.9
 
 # Metrics a proposer may see (selection set, cost); test metrics are deliberately absent.
 # Wall-clock timings are deliberately absent: they differ between runs, so showing them
-# would make prompts (and so the reply cache and a seeded run) irreproducible.
-VISIBLE_METRICS = ("ood_val_acc", "ood_val_acc_std", "val_acc", "param_count",
-                   "processor_param_count", "macs", "macs_nb_nodes")
+# would make prompts (and so the reply cache and a seeded run) irreproducible. The fitness
+# is shown with its interval, written by the one definition the product uses (noise.py).
+VISIBLE_METRICS = ("ood_val_acc", "val_acc", "param_count", "processor_param_count", "macs",
+                   "macs_nb_nodes")
+FITNESS = noise.FITNESS
 NONE = "(none)"
 
 
@@ -48,23 +49,32 @@ def _number(value: Any) -> str:
   return f"{value:.4f}"
 
 
+def _metric(metrics: Mapping[str, Any], name: str) -> str:
+  """One visible metric; the fitness with its 95% interval (never a bare std)."""
+  if name == FITNESS:
+    return noise.format_metric(metrics, FITNESS, digits=4)
+  return _number(metrics[name])
+
+
 def format_metrics(metrics: Mapping[str, Any]) -> str:
-  rows = [f"{k}: {_number(metrics[k])}" for k in VISIBLE_METRICS if metrics.get(k) is not None]
+  rows = [f"{k}: {_metric(metrics, k)}" for k in VISIBLE_METRICS if metrics.get(k) is not None]
   return "\n".join(rows) or "(not evaluated)"
 
 
 def metrics_line(metrics: Mapping[str, Any]) -> str:
-  """The visible metrics on one line (``ood_val_acc 0.4321, macs 123_456, ...``)."""
-  items = [f"{k} {_number(metrics[k])}" for k in VISIBLE_METRICS if metrics.get(k) is not None]
+  """The visible metrics on one line (``ood_val_acc 0.4321 ± ..., macs 123_456, ...``)."""
+  items = [f"{k} {_metric(metrics, k)}" for k in VISIBLE_METRICS if metrics.get(k) is not None]
   return ", ".join(items) or "not evaluated"
 
 
 def _delta(o: Outcome) -> str:
+  """The signed change in fitness: a loss reads as a loss."""
   delta = o.fitness_delta
   return "n/a" if delta is None else f"{delta:+.4f}"
 
 
-def _one_line(text: str | None, limit: int = 300) -> str:
+def _flat(text: str | None, limit: int = 300) -> str:
+  """Prompt text on one line, characters kept (not ``messages.one_line``: no ASCII-only)."""
   flat = " ".join((text or "").split())
   return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
@@ -74,42 +84,99 @@ def _last(rows: Sequence[Any], window: int) -> Sequence[Any]:
   return rows[-window:] if window > 0 else []
 
 
-def format_lineage(rows: Sequence[Outcome], window: int) -> str:
-  lines = [f"iteration {o.iteration} | {','.join(o.scope) if o.scope else 'unscoped'} | "
-           f"{o.label} | {_delta(o)} | {_one_line(o.reason) if not o.feasible else '-'}"
-           for o in _last(rows, window)]
-  return "\n".join(lines) or NONE
+def _row(o: Outcome) -> str:
+  return (f"iteration {o.iteration} | {','.join(o.scope) if o.scope else 'unscoped'} | "
+          f"{o.label} | {_delta(o)} | {_flat(o.reason) if not o.feasible else '-'}")
+
+
+def ancestry(rows: Sequence[Outcome], program_id: str) -> list[Outcome]:
+  """The rows that made ``program_id`` and its ancestors, oldest first.
+
+  Follows ``parent_id`` from the row whose ``program_id`` is the program; stops where a
+  row is missing (the window the archive returned did not reach further back).
+  """
+  by_id = {o.program_id: o for o in rows if o.program_id is not None}
+  chain: list[Outcome] = []
+  cursor = by_id.get(program_id)
+  while cursor is not None and cursor not in chain:
+    chain.append(cursor)
+    cursor = by_id.get(cursor.parent_id) if cursor.parent_id is not None else None
+  return list(reversed(chain))
+
+
+def format_lineage(rows: Sequence[Outcome], window: int, parent_id: str | None = None) -> str:
+  """Lineage rows, the parent's ancestors apart from the other attempts.
+
+  With ``parent_id`` the rows that made the parent and its ancestors are listed first,
+  under their own heading, and every other row is labelled as an attempt from this line
+  that did not lead here (a sibling, or an earlier child of the parent); at most
+  ``window`` rows, ancestors kept first, the newest of each kind kept first. Without it
+  the last ``window`` rows are listed as attempts in this lineage.
+  """
+  if parent_id is None:
+    lines = [_row(o) for o in _last(rows, window)]
+    return "\n".join(lines) or NONE
+  path = ancestry(rows, parent_id)
+  others = [o for o in rows if o not in path]
+  shown_path = _last(path, window)
+  shown_others = _last(others, window - len(shown_path))
+  parts = []
+  if shown_path:
+    parts.append(f"Edits that made this program, from its oldest shown ancestor to it "
+                 f"({len(shown_path)} of {len(path)}):")
+    parts.extend(_row(o) for o in shown_path)
+  if shown_others:
+    parts.append(f"Other attempts from this program and its ancestors, not on its path "
+                 f"(siblings; {len(shown_others)} of {len(others)}):")
+    parts.extend(_row(o) for o in shown_others)
+  return "\n".join(parts) or NONE
 
 
 def format_tried(rows: Sequence[Outcome], window: int) -> str:
   lines = []
   for o in _last(rows, window):
-    why = f": {_one_line(o.reason, 200)}" if not o.feasible and o.reason else ""
-    lines.append(f"- iteration {o.iteration}: {_one_line(o.directive)} -> {o.label} "
+    why = f": {_flat(o.reason, 200)}" if not o.feasible and o.reason else ""
+    lines.append(f"- iteration {o.iteration}: {_flat(o.directive)} -> {o.label} "
                  f"({_delta(o)}){why}")
   return "\n".join(lines) or NONE
 
 
+def _proposals(count: int) -> str:
+  return f"{count} proposal{'' if count == 1 else 's'}"
+
+
+def _breakdown(rows: Sequence[Outcome]) -> str:
+  """``R rejected or not evaluated, E evaluated (B better than their parent, ...)``."""
+  evaluated = [o.label for o in rows if o.feasible and o.fitness_delta is not None]
+  equal = evaluated.count("unchanged") + evaluated.count("tie")  # A tie within noise is equal.
+  return (f"{len(rows) - len(evaluated)} rejected or not evaluated, {len(evaluated)} "
+          f"evaluated ({evaluated.count('improved')} better than their parent, "
+          f"{evaluated.count('worse')} worse, {equal} equal)")
+
+
 def format_scope_stats(history: ProposalHistory, factors: Sequence[str]) -> str:
-  gains = history.scope_gains(factors)
+  """Per factor: counts that add up, and the signed fitness changes of evaluated children.
+
+  Only proposals scoped to the factor alone are counted, so the rows add up to the
+  scoped proposals of the search; a loss is shown as a loss (never clipped at zero).
+  """
   lines = []
   for f in factors:
-    rows = history.in_scope(f)
-    feasible = sum(o.feasible for o in rows)
-    improved = sum(o.label == "improved" for o in rows)
-    g = gains[f]
-    mean = f"{sum(g) / len(g):+.4f}" if g else "n/a"
-    best = f"{max(g):+.4f}" if g else "n/a"
-    lines.append(f"{f}: {len(rows)} proposals, {feasible} feasible, {improved} improved their "
-                 f"parent, mean gain {mean}, best gain {best}")
+    rows = [o for o in history.outcomes if o.scope and tuple(o.scope) == (f,)]
+    deltas = [o.fitness_delta for o in rows if o.feasible and o.fitness_delta is not None]
+    change = (f"; fitness change vs parent: mean {sum(deltas) / len(deltas):+.4f}, best "
+              f"{max(deltas):+.4f}, worst {min(deltas):+.4f}" if deltas else "")
+    lines.append(f"{f}: {_proposals(len(rows))}: {_breakdown(rows)}{change}")
   return "\n".join(lines)
 
 
 def format_plateau(history: ProposalHistory) -> str:
+  """The whole search's counts (every lineage), worded so they cannot be read as lineage rows."""
   p = history.plateau()
   best = "n/a" if p.best_fitness is None else f"{p.best_fitness:.4f}"
-  return (f"evaluations so far: {p.evaluations}\n"
-          f"evaluations since the best fitness last improved: {p.since_best}\n"
+  return (f"finished so far in the whole search (every lineage): {_proposals(p.evaluations)}: "
+          f"{_breakdown(history.outcomes)}\n"
+          f"proposals since the best fitness last improved: {p.since_best}\n"
           f"best fitness so far: {best}")
 
 
@@ -175,12 +242,12 @@ def fit(client: LLMClient, role: str, build: Build, parts: Mapping[str, int],
       show the *most useful* ``keep[part]`` items (the newest lineage rows and tried
       directives, the first inspirations).
     parts: items available per part, e.g. ``{"lineage": 8, "tried": 3}``.
-    budget: prompt tokens allowed; default: the window of the role's model.
+    budget: prompt tokens allowed; default: the role's window less room for the reply
+      (``client.prompt_budget``).
   """
   keep = {name: max(0, int(n)) for name, n in parts.items()}
   if budget is None:
-    window = client.input_window(role)
-    budget = None if window is None else int(window * WINDOW_MARGIN)
+    budget = client.prompt_budget(role)
   messages = build(keep)
   if budget is None:
     return Fitted(messages, keep, {}, None, None)
@@ -226,6 +293,6 @@ def send(client: LLMClient, role: str, build: Build, parts: Mapping[str, int],
   return record
 
 
-__all__ = ["Fitted", "NONE", "SHRINK_ORDER", "VISIBLE_METRICS", "chat", "factor_description", "fit",
-           "format_lineage", "format_metrics", "format_plateau", "format_scope_stats",
+__all__ = ["Fitted", "NONE", "SHRINK_ORDER", "VISIBLE_METRICS", "ancestry", "chat",
+           "factor_description", "fit", "format_lineage", "format_metrics", "format_plateau", "format_scope_stats",
            "format_tried", "merge_outcomes", "metrics_line", "send", "task_card"]

@@ -4,11 +4,17 @@ OpenEvolve, EvoPrompting, FunSearch and EoH show the LLM one or more archived pr
 and ask for a complete new program. None of them restricts the edit to a factor: their
 proposals are unscoped (``Proposal.scope is None``), so the controller never rejects
 them for touching several regions, but counts them in ``entanglement_rate`` when they
-do (``regions.diff_factors(...).is_entangled``), the same measure as for every strategy.
+change the code of more than one factor or of the read-only text (the no-selected-scope
+rule of :mod:`spark_clrs.programs.entanglement`); a part changed only in formatting,
+comments or docstrings is counted apart, as drift.
 
 A subclass only builds its prompt (:meth:`FreeformProposer.build_prompt`) from its own
 templates under ``prompts/<strategy>/``; this module sends it, parses the program back
-and records the prompt structure in the decision. The prompts carry
+and records the prompt structure in the decision. A strategy whose source asks again
+sets :attr:`FreeformProposer.reply_attempts` (requests per prompt while the reply holds
+no code at all) and :attr:`FreeformProposer.duplicate_retries` (further requests while
+the child is a program the prompt's population already holds); every request goes
+through the client, so each is counted against the budget. The prompts carry
 ``<request role="program" base="ID" factors="..." edit="KIND" others="IDS"/>`` and
 ``<program id="ID">`` sections, which is the contract the offline provider answers when
 no model is configured; ``edit`` names the kind of edit the prompt asks for (``one``
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from spark_clrs.llm import LLMClient, LLMRecord, prompts
-from spark_clrs.programs import regions
+from spark_clrs.programs import dedup, regions
 from spark_clrs.proposers import context, parsing
 from spark_clrs.proposers.base import (
   ParentInfo,
@@ -68,7 +74,17 @@ class PromptPlan:
 
 
 class FreeformProposer(Proposer):
-  """Unscoped proposer: one LLM call that returns the whole new program."""
+  """Unscoped proposer: one LLM call (or a few, see the attributes) returning the whole
+  new program.
+
+  Attributes:
+    reply_attempts: requests per prompt while a reply has no fenced code at all.
+    duplicate_retries: further requests while the child is the parent's program or a
+      ``population`` inspiration's (same :func:`spark_clrs.programs.dedup.same_program`).
+  """
+
+  reply_attempts: int = 1
+  duplicate_retries: int = 0
 
   def __init__(self, config: ProposerConfig, client: LLMClient, factors: Sequence[str]):
     if not factors:
@@ -106,17 +122,39 @@ class FreeformProposer(Proposer):
       return Proposal(None, None, None, decision, calls, error=f"parent {parent.program_id}: {e}")
     plan = self.build_prompt(parent, history, rng)
     decision.update(plan.extra, prompt=plan.structure)
-    record = self.client.complete(plan.role, context.chat(self.system_prompt(), plan.user))
-    calls.append(record)
-    if not record.ok:
-      return Proposal(None, None, None, decision, calls,
-                      error=f"{plan.role} call failed: {record.error}")
-    self.read_reply(record, decision)
-    try:
-      child = self.parse_child(record, parent, decision)
-    except parsing.ReplyError as e:
-      return Proposal(None, None, None, decision, calls, error=f"{plan.role}: {e}")
+    messages = context.chat(self.system_prompt(), plan.user)
+    known = [parent, *parent.from_source("population")]
+    duplicates: list[str] = []
+    while True:
+      record = self._ask(plan.role, messages, calls)
+      if not record.ok:
+        return Proposal(None, None, None, decision, calls,
+                        error=f"{plan.role} call failed: {record.error}")
+      self.read_reply(record, decision)
+      child, error = None, None
+      try:
+        child = self.parse_child(record, parent, decision)
+      except parsing.ReplyError as e:
+        error = f"{plan.role}: {e}"
+      twin = (_twin(child, record, known) if len(duplicates) < self.duplicate_retries
+              else None)
+      if twin is None:
+        break
+      duplicates.append(twin.program_id)  # Asked again, as the source does.
+      decision["duplicate_retries"] = duplicates
+    if child is None:
+      return Proposal(None, None, None, decision, calls, error=error)
     return Proposal(child, None, None, decision, calls)
+
+  def _ask(self, role: str, messages: list[dict[str, str]], calls: list[LLMRecord]) -> LLMRecord:
+    """Sends the request; re-sends it (up to :attr:`reply_attempts`) while a reply has no
+    fenced code block at all."""
+    for _ in range(max(1, self.reply_attempts)):
+      record = self.client.complete(role, messages)
+      calls.append(record)
+      if not record.ok or parsing.code_blocks(record.reply or ""):
+        break
+    return record
 
   def parse_child(self, record: LLMRecord, parent: ParentInfo,
                   decision: dict[str, Any]) -> str:
@@ -124,6 +162,18 @@ class FreeformProposer(Proposer):
     del decision
     return parsing.extract_program(record.reply, parent.text, self.factors,
                                    finish_reason=record.finish_reason)
+
+
+def _twin(child: str | None, record: LLMRecord,
+          known: Sequence[ParentInfo]) -> ParentInfo | None:
+  """The program of ``known`` the child repeats (AST-equal), if any.
+
+  A reply refused for returning the parent unchanged has no child; its code blocks are
+  compared instead, so that it too counts as a duplicate.
+  """
+  texts = [child] if child is not None else [
+      b.body for b in parsing.code_blocks(record.reply or "")]
+  return next((p for p in known if any(dedup.same_program(t, p.text) for t in texts)), None)
 
 
 def check_child(child: str, parent_text: str, factors: Sequence[str]) -> str:

@@ -1,25 +1,44 @@
 """``openevolve``: diff-based evolution of the whole program, island by island.
 
 The OpenEvolve baseline (the open-source re-implementation of AlphaEvolve, Novikov et
-al. 2025; github.com/codelion/openevolve). Mechanisms:
+al. 2025; github.com/algorithmicsuperintelligence/openevolve, formerly codelion/openevolve).
+Mechanisms, as its code does them:
 
 * **SEARCH/REPLACE diff edits** by default (OpenEvolve's ``diff_based_evolution``):
-  the model answers with ``<<<<<<< SEARCH / ======= / >>>>>>> REPLACE`` blocks that
-  are applied to the current program (:mod:`spark_clrs.programs.diffs`);
-  ``--openevolve_edits=rewrite`` asks for the complete program instead.
-* **Island-local exploitation** (archive sampler ``island``): exploitation draws the
-  parent from the parent island's own elites, and the prompt's "top programs" are the
-  fittest of that island; the "diverse" programs come from other MAP-Elites cells
-  (MACs x parameter count) of the same island.
-* **Migration to both neighbours** (``migration="both"``): every
-  ``--migration_interval`` proposals each island's best programs are copied to the
-  next and the previous island.
+  the model answers with ``<<<<<<< SEARCH / ======= / >>>>>>> REPLACE`` blocks applied
+  line by line to the current program (:mod:`spark_clrs.programs.diffs`). A block whose
+  SEARCH lines are not in the program is skipped, as OpenEvolve skips it, and the
+  decision names it (``diff_skipped``); the reply is rejected only when no block
+  applies. ``--openevolve_edits=rewrite`` asks for the complete program instead.
+* **Parent sampling on the island** (archive sampler ``island``), OpenEvolve's three
+  draws with its default shares, which are this project's default ratios: with
+  ``--exploration_ratio`` (0.2) a uniformly drawn member of the island, with
+  ``--exploitation_ratio`` (0.7) a uniformly drawn elite (the ``--archive_size`` fittest
+  programs of the run) that lives on the island (any elite when none does), and with the
+  remaining share (``--elite_selection_ratio``, 0.1) an island member drawn with
+  probability proportional to its fitness. The prompt's "top programs" are the fittest
+  of that island; the "diverse" programs come from other MAP-Elites cells of the island.
+* **MAP-Elites over OpenEvolve's default features** (``feature_dims``): ``complexity``
+  (the program's length in characters) and ``diversity`` (its mean code distance to a
+  reference set of the run's first 20 programs), both measured by the archive on the
+  program text and binned (10 bins each) between the smallest and largest value seen so
+  far, as OpenEvolve's min-max scaling does. They replace ``--feature_dims`` (MACs and
+  parameter count, SPARK's grid) for this strategy only.
+* **Migration to both neighbours, once per program** (``migration="both"``,
+  ``remigrate=False``): every ``--migration_interval`` proposals each island's best
+  programs are copied to the next and the previous island; a program that arrived as a
+  migrant never migrates on.
 * **The previous attempt's failure in the prompt**: the lineage's recent attempts
   with their outcomes, and the last failed attempt's stage and reason spelled out
   (OpenEvolve feeds back its evaluation artifacts, e.g. stderr, the same way).
 
-Unscoped: regions are not enforced, and the no-selected-scope entanglement rule counts
-a child that changes more than one factor.
+Adaptations (:attr:`OpenEvolveProposer.compare_note`): the migration interval and the
+number of islands are the shared ``--migration_interval`` / ``--num_islands`` (OpenEvolve
+migrates every 50 island generations over 5 islands, which a 100-proposal budget never
+reaches); its inspirations (island best, nearby cells, random members) are approximated
+by the island's top and farthest-cell programs. Unscoped: regions are not enforced, and
+the no-selected-scope entanglement rule counts a child that changes more than one
+factor (formatting-only drift apart).
 """
 
 from __future__ import annotations
@@ -66,7 +85,11 @@ class OpenEvolveProposer(FreeformProposer):
 
   name = "openevolve"
   context_request = ContextRequest(diverse=DIVERSE_PROGRAMS, island=TOP_PROGRAMS)
-  engine_options = EngineOptions(sampler="island", migration="both")
+  engine_options = EngineOptions(sampler="island", migration="both", remigrate=False,
+                                 feature_dims=("complexity", "diversity"))
+  compare_note = ("OpenEvolve: migrates every --migration_interval proposals over "
+                  "--num_islands islands (the source: every 50 island generations over 5); "
+                  "inspirations approximated by the island's top and farthest-cell programs.")
 
   def __init__(self, config: ProposerConfig, client: Any, factors: Any):
     super().__init__(config, client, factors)
@@ -117,11 +140,14 @@ class OpenEvolveProposer(FreeformProposer):
       return super().parse_child(record, parent, decision)
     try:
       blocks = diffs.parse(record.reply or "")
-      child = diffs.apply(parent.text, blocks)
+      applied = diffs.apply(parent.text, blocks)
     except diffs.DiffError as e:
       raise parsing.ReplyError(str(e)) from None
     decision["diff_blocks"] = len(blocks)
-    return check_child(child, parent.text, self.factors)
+    decision["diff_applied"] = applied.applied
+    if applied.skipped:
+      decision["diff_skipped"] = list(applied.skipped)
+    return check_child(applied.text, parent.text, self.factors)
 
 
 __all__ = ["OpenEvolveProposer", "last_failure"]

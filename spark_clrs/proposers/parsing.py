@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,8 @@ _FENCE_OPEN = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([A-Za-z0-9_+.-]*)[^\n]*$", r
 _CHANGE_LINE = re.compile(r"^[ \t*#>-]*\**change\**\s*:", re.IGNORECASE | re.MULTILINE)
 SAR_OUTPUTS = ("program", "region")
 MAX_DIRECTIVE_CHARS = 2000
+# Fence tags under which a model writes prose rather than code.
+_PROSE_FENCES = ("", "text", "txt", "plain", "plaintext", "markdown", "md")
 # Longer than this is not a directive at all (an essay or a program), not one to cap.
 MAX_DIRECTIVE_REPLY_CHARS = 12000
 
@@ -47,9 +48,15 @@ def strip_reasoning(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CodeBlock:
+  """A fenced block: its language tag, its body, whether it was closed, and where it sits.
+
+  ``span`` is the ``(start, end)`` of the whole block in the reply, fences included.
+  """
+
   language: str
   body: str
   closed: bool
+  span: tuple[int, int] = (0, 0)
 
 
 def code_blocks(text: str) -> list[CodeBlock]:
@@ -65,9 +72,10 @@ def code_blocks(text: str) -> list[CodeBlock]:
     close = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE)
     end = close.search(text, body_start)
     if end is None:
-      blocks.append(CodeBlock(language, text[body_start:], closed=False))
+      blocks.append(CodeBlock(language, text[body_start:], False, (start.start(), len(text))))
       return blocks
-    blocks.append(CodeBlock(language, text[body_start:end.start()], closed=True))
+    blocks.append(CodeBlock(language, text[body_start:end.start()], True,
+                            (start.start(), end.end())))
     pos = end.end()
 
 
@@ -118,49 +126,107 @@ def parse_router_reply(text: str | None, factors: Sequence[str]) -> RouterChoice
   raise ReplyError(f"scope {bad[0]!r} is not one of the factors {list(factors)}")
 
 
-def parse_directive(text: str | None) -> str:
-  """The refiner's directive: the reply without reasoning, fences or surrounding blanks.
+def _directive_field(value: Any) -> str | None:
+  """The first non-empty string ``directive`` field in a JSON value, however deep."""
+  if isinstance(value, dict):
+    field = value.get("directive")
+    if isinstance(field, str) and field.strip():
+      return field.strip()
+    children = list(value.values())
+  elif isinstance(value, list):
+    children = value
+  else:
+    return None
+  for child in children:
+    found = _directive_field(child)
+    if found is not None:
+      return found
+  return None
 
-  The form is checked: not empty, not JSON or code, one directive (a reply listing
-  several ``Change:`` alternatives keeps the first), and of bounded length (capped at
-  :data:`MAX_DIRECTIVE_CHARS`; a reply far longer is refused).
+
+_DEF_LINE = re.compile(r"^\s*(class|def) \w+.*:\s*$", re.MULTILINE)
+
+
+def _looks_like_code(text: str) -> bool:
+  return bool(_DEF_LINE.search(text)) and len(text.splitlines()) > 15
+
+
+def _prose(text: str) -> tuple[str, bool]:
+  """The reply without its code: ``(prose, whether code was removed)``.
+
+  A fenced block tagged as code (``python``, ...) or holding a program is code; a block
+  without a tag or tagged as text that reads as prose is kept, unwrapped (some models
+  fence their whole answer). Region marker lines are code wherever they are.
+  """
+  parts, cursor, removed = [], 0, False
+  for block in code_blocks(text):
+    parts.append(text[cursor:block.span[0]])
+    cursor = block.span[1]
+    textual = block.language in _PROSE_FENCES and not _looks_like_code(block.body)
+    if textual and "REGION =====" not in block.body:
+      parts.append(block.body)
+    else:
+      removed = True
+  parts.append(text[cursor:])
+  lines = []
+  for line in "".join(parts).split("\n"):
+    if "REGION =====" in line:
+      removed = True
+    else:
+      lines.append(line)
+  return "\n".join(lines).strip(), removed
+
+
+def parse_directive(text: str | None) -> str:
+  """The refiner's directive, read the way a person would read the reply.
+
+  A JSON object's ``directive`` field, wherever it sits (fenced, bare, inside prose or
+  nested), is the directive. Otherwise the directive is the prose outside code blocks
+  and region marker lines. A reply listing several ``Change:`` alternatives keeps the
+  first; a long directive is capped at :data:`MAX_DIRECTIVE_CHARS`.
 
   Raises:
-    ReplyError: the reply is empty, JSON, a program, or far too long for a directive.
+    ReplyError: no directive text remains (empty, only code, only JSON without a
+      ``directive`` field), or the reply is far too long to be a directive.
   """
   if not text or not text.strip():
     raise ReplyError("the directive is empty")
   text = strip_reasoning(text)
-  blocks = code_blocks(text)
-  if (len(blocks) == 1 and blocks[0].closed and _FENCE_OPEN.match(text)
-      and text.rstrip().endswith(("```", "~~~"))):
-    text = blocks[0].body  # The whole reply is one fenced block: use what is inside.
-  text = text.strip()
-  if not text:
-    raise ReplyError("the directive is empty")
-  if text[0] in "{[":
-    try:
-      value = json.loads(text)
-    except json.JSONDecodeError:
-      value = None
-    if isinstance(value, dict) and isinstance(value.get("directive"), str):
-      text = value["directive"].strip()
-    elif value is not None or text.count("{") + text.count("[") > 3:
-      raise ReplyError("the directive is JSON, not a directive; reply with the Change / Why / "
-                       "Expected effect lines")
-  looks_like_code = bool(re.search(r"^\s*(class|def) \w+.*:\s*$", text, re.MULTILINE)) and len(
-      text.splitlines()) > 15
-  if "REGION =====" in text or looks_like_code:
-    raise ReplyError("the refiner returned code instead of a directive; describe the change, "
-                     "the rewriter writes the code")
+  found = None
+  for value in [v for b in code_blocks(text) for v in _json_objects(b.body)] + _json_objects(
+      text):
+    found = _directive_field(value)
+    if found is not None:
+      break
+  if found is not None:
+    text = found
+  else:
+    text, removed_code = _prose(text)
+    if not text:
+      if removed_code:
+        raise ReplyError("the refiner returned code instead of a directive; describe the "
+                         "change in prose, the rewriter writes the code")
+      raise ReplyError("the directive is empty")
+    if text[0] in "{[":
+      try:
+        value = json.loads(text)
+      except json.JSONDecodeError:
+        value = None
+      if value is not None or text.count("{") + text.count("[") > 3:
+        raise ReplyError("the directive is JSON without a 'directive' field; reply with the "
+                         "Change / Why / Expected effect lines")
+    if _looks_like_code(text) and not _CHANGE_LINE.search(text):
+      raise ReplyError("the refiner returned code instead of a directive; describe the "
+                       "change in prose, the rewriter writes the code")
   if len(text) > MAX_DIRECTIVE_REPLY_CHARS:
     raise ReplyError(f"the directive is {len(text)} characters long; write one short "
                      "directive (Change / Why / Expected effect)")
   starts = [m.start() for m in _CHANGE_LINE.finditer(text)]
+  if starts and starts[0] > 0 and _DEF_LINE.search(text[:starts[0]]):
+    text = text[starts[0]:]  # Unfenced code before the directive.
+    starts = [m.start() for m in _CHANGE_LINE.finditer(text)]
   if len(starts) > 1:  # Several alternatives: the first one is the directive.
     text = text[:starts[1]].rstrip()
-  if not text:
-    raise ReplyError("the directive is empty")
   if len(text) > MAX_DIRECTIVE_CHARS:
     text = text[:MAX_DIRECTIVE_CHARS].rstrip() + " ..."
   return text
@@ -181,19 +247,6 @@ def _pick_block(text: str, want_markers: str | None) -> str:
     return (has_markers, block.language in ("python", "py", ""), len(block.body))
 
   return max(closed, key=rank).body
-
-
-def _reindent(body: str, like: str) -> str:
-  """Shifts ``body`` to the indentation of the region body ``like``."""
-  target = ""
-  for line in like.split("\n"):
-    if line.strip():
-      target = line[:len(line) - len(line.lstrip())]
-      break
-  dedented = textwrap.dedent(body)
-  lines = [(target + line) if line.strip() else "" for line in dedented.split("\n")]
-  out = "\n".join(lines).rstrip("\n")
-  return out + "\n" if out else ""
 
 
 def extract_child(reply: str | None, parent_text: str, scope: str, *, mode: str = "program",
@@ -230,10 +283,29 @@ def extract_child(reply: str | None, parent_text: str, scope: str, *, mode: str 
       raise ReplyError("the region body contains region marker lines; return only the lines "
                        "between the markers")
     old = regions.get_region(parent_text, scope)
-    child = regions.replace_region(parent_text, scope, _reindent(body, old))
+    child = regions.replace_region(parent_text, scope, regions.reindent_body(body, old))
   if child == parent_text or _same_code(child, parent_text):
     raise ReplyError("the reply returns the parent unchanged")
   return child
+
+
+def repair_drift(child: str | None, parent_text: str, scope: Sequence[str], mode: str,
+                 decision: dict[str, Any]) -> str | None:
+  """A program-mode child with whitespace/comment drift outside ``scope`` repaired.
+
+  A model that retypes the read-only part of a program drifts in blank lines, trailing
+  spaces or comments; such a child gets its ``scope`` regions spliced into the parent
+  and ``decision["drift_repaired"]`` lists what drifted. Any code change outside the
+  scope is left alone, so the scope check still rejects it as entangled. Region-mode
+  children are spliced already; ``None`` (no child) passes through.
+  """
+  if child is None or mode != "program":
+    return child
+  repair = regions.repair_drift(parent_text, child, scope)
+  if repair is None:
+    return child
+  decision["drift_repaired"] = list(repair.drift)
+  return repair.child
 
 
 def _usable_reply(reply: str | None, finish_reason: str | None, empty: str, fix: str) -> str:
@@ -294,8 +366,8 @@ def extract_regions(reply: str | None, parent_text: str, scope: Sequence[str], *
                      "marker lines")
   child = parent_text
   for name, region in returned.items():
-    child = regions.replace_region(child, name,
-                                   _reindent(region.body, regions.get_region(parent_text, name)))
+    like = regions.get_region(parent_text, name)
+    child = regions.replace_region(child, name, regions.reindent_body(region.body, like))
   if child == parent_text or _same_code(child, parent_text):
     raise ReplyError("the reply returns the parent unchanged")
   return child
@@ -332,4 +404,5 @@ def _same_code(a: str, b: str) -> bool:
 
 __all__ = ["CodeBlock", "MAX_DIRECTIVE_CHARS", "ReplyError", "RouterChoice", "SAR_OUTPUTS",
            "code_blocks", "extract_child", "extract_program", "extract_regions",
-           "parse_directive", "parse_router_reply", "split_thought", "strip_reasoning"]
+           "parse_directive", "parse_router_reply", "repair_drift", "split_thought",
+           "strip_reasoning"]

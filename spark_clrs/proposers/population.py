@@ -65,7 +65,8 @@ def inspirations(archive: _Archive, parent: _Candidate, island: int,
 
   Returns:
     ``top`` programs (best first), then ``diverse`` ones (farthest cell first), then
-    ``island`` ones (best first); a program appears once, under its first group.
+    ``island`` ones (best first); a program appears once among these three groups, under
+    its first. Then ``population`` members (best first), which may repeat them.
   """
   if request.empty:
     return ()
@@ -96,6 +97,11 @@ def inspirations(archive: _Archive, parent: _Candidate, island: int,
     for c in members[:request.island]:
       taken.add(c.id)
       out.append(as_info(c, "island"))
+  if request.population:
+    members = sorted((c for c in archive.island_members(island)
+                      if c is not None and c.id != parent.id and c.can_be_parent and c.code),
+                     key=_fitness_key)
+    out.extend(as_info(c, "population") for c in members[:request.population])
   return tuple(out)
 
 

@@ -152,6 +152,7 @@ class RcSarProposer(Proposer):
     if directive is None:
       return Proposal(None, scope, None, decision, calls, error=error)
     child, error = self.rewrite(parent, directive, calls, scope)
+    child = parsing.repair_drift(child, parent.text, scope, self.config.sar_output, decision)
     return Proposal(child, scope, directive, decision, calls, error=error)
 
 

@@ -33,6 +33,19 @@ def strategies() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def compare_note(strategy: str) -> str:
+  """The strategy's note for compare's table: where it departs from its source ("" if none).
+
+  Read from the registered class's ``compare_note`` without building a proposer, so a
+  report can show it for any run directory.
+  """
+  try:
+    factory = _REGISTRY[strategy]
+  except KeyError:
+    raise ValueError(f"unknown strategy {strategy!r}; use one of {strategies()}") from None
+  return str(getattr(factory, "compare_note", "") or "")
+
+
 def make_proposer(strategy: str, config: ProposerConfig, client: LLMClient,
                   factors: Sequence[str]) -> Proposer:
   """The proposer for ``--strategy=strategy``."""
@@ -43,4 +56,4 @@ def make_proposer(strategy: str, config: ProposerConfig, client: LLMClient,
   return factory(config, client, tuple(factors))
 
 
-__all__ = ["ProposerFactory", "make_proposer", "register", "strategies"]
+__all__ = ["ProposerFactory", "compare_note", "make_proposer", "register", "strategies"]

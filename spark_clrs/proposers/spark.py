@@ -77,7 +77,7 @@ class SparkProposer(Proposer):
           factor_descriptions="\n".join(context.factor_description(f) for f in self.factors),
           parent_id=parent.program_id, program=parent.text.rstrip("\n"),
           metrics=context.format_metrics(parent.metrics),
-          lineage=context.format_lineage(lineage, keep["lineage"]),
+          lineage=context.format_lineage(lineage, keep["lineage"], parent.program_id),
           scope_stats=context.format_scope_stats(history, self.factors),
           plateau=context.format_plateau(history))
       return context.chat(system, user)
@@ -194,6 +194,7 @@ class SparkProposer(Proposer):
     if directive is None:
       return Proposal(None, (scope,), None, decision, calls, error=error)
     child, error = self.rewrite(parent, scope, directive, calls)
+    child = parsing.repair_drift(child, parent.text, (scope,), self.config.sar_output, decision)
     return Proposal(child, (scope,), directive, decision, calls, error=error)
 
 

@@ -1,8 +1,10 @@
 """The search archive: islands, MAP-Elites cells, elites and parent sampling (SPEC §5).
 
 The archive stores what the search produced and chooses the next parent; it
-never computes a metric and never calls an LLM. Storage (SQLite, WAL) is in
-archive_db.py; this module is the selection policy:
+never computes an evaluation metric and never calls an LLM (the only thing it
+measures is a MAP-Elites coordinate on a program's text, when a strategy asks for
+code features). Storage (SQLite, WAL) is in archive_db.py; this module is the
+selection policy:
 
 * Islands: the population is split into ``num_islands`` islands; the seed
   starts on every island, a child joins its parent's island, and every
@@ -17,11 +19,15 @@ archive_db.py; this module is the selection policy:
   draw from the island's occupied cells (exploration).
 
 A strategy may ask for another engine (``proposers.options.EngineOptions``, set with
-:meth:`Archive.configure`): island-local elites (OpenEvolve), FunSearch's clusters of
-equal score sampled by a Boltzmann distribution with its temperature schedule and
-shorter programs favoured inside a cluster, EoH's rank-based selection over a
-fixed-size population, migration to both neighbours or none. The archive only reads
-the options' fields; it never knows which strategy set them.
+:meth:`Archive.configure`): OpenEvolve's three-way draw on an island and its grid over
+code length and code diversity (binned min-max), FunSearch's uniformly drawn island and
+clusters of equal (quantised) score sampled with replacement by a Boltzmann
+distribution with its temperature schedule, shorter programs favoured inside a cluster,
+EoH's rank-based selection and EvoPrompting's uniform draw from one fixed-size
+population that changes only between generations (cut back by the strategy's score,
+EoH keeping one program per score), migration to both neighbours (migrants staying
+put) or none. The samplers themselves are pure functions in samplers.py. The archive
+only reads the options' fields; it never knows which strategy set them.
 
 Duplicates (a child whose AST equals an archived program's) are stored with that
 program's metrics and stage ``duplicate``; they are never parents and never join an
@@ -42,14 +48,13 @@ from typing import Any
 
 import numpy as np
 
+from spark_clrs.programs import code_features
+from spark_clrs.search import samplers
 from spark_clrs.search.archive_db import PENDING_STATUSES, ArchiveDB, Candidate
+from spark_clrs.search.samplers import score_signature  # noqa: F401  (re-exported)
 
-# FunSearch's programs database (Romera-Paredes et al. 2023): cluster sampling
-# temperature T = T_INIT * (1 - (n mod PERIOD) / PERIOD), n = programs on the island;
-# inside a cluster, softmax(-normalised length) at temperature 1.
-CLUSTER_TEMPERATURE_INIT = 0.1
-CLUSTER_TEMPERATURE_PERIOD = 30_000
 DUPLICATE_STAGE = "duplicate"
+SCORE_DECIMALS = 5  # Scores equal to this many decimals are one score (EoH).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +77,15 @@ class ArchiveSettings:
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
 
-  @property
-  def island_capacity(self) -> int:
-    return math.ceil(self.population_size / self.num_islands)
-
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-  """A sampled parent and how it was drawn (elite, exploitation, exploration, cluster, rank).
+  """A sampled parent and how it was drawn (elite, exploitation, exploration, weighted,
+  cluster, rank, uniform).
 
   ``companions`` are further programs the strategy's sampler drew with the parent (shown
-  in the same prompt); empty for the default engine.
+  in the same prompt; a draw with replacement may repeat a program); empty for the
+  default engine.
   """
 
   parent: Candidate
@@ -96,17 +99,9 @@ def _by_fitness(c: Candidate) -> tuple[float, int]:
   return (-(c.fitness if c.fitness is not None else -math.inf), c.id)
 
 
-def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-  z = (logits - logits.max()) / max(temperature, 1e-9)
-  w = np.exp(z)
-  return w / w.sum()
-
-
-def score_signature(c: Candidate) -> tuple[float, ...]:
-  """FunSearch's cluster key: the scores per training seed (the fitness with one seed)."""
-  per_seed = c.metrics.get("ood_val_acc_per_seed")
-  values = per_seed if isinstance(per_seed, list) and per_seed else [c.fitness]
-  return tuple(round(float(v), 6) for v in values)
+def _staging(island: int) -> int:
+  """Where a generational island's children wait for their generation to close."""
+  return -(island + 1)
 
 
 class Archive:
@@ -119,12 +114,31 @@ class Archive:
     self.options = options
 
   def configure(self, options: Any) -> None:
-    """Uses a strategy's ``EngineOptions`` (sampler, companions, migration, population)."""
+    """Uses a strategy's ``EngineOptions`` (sampler, islands, population, features, ...)."""
     self.options = options
 
   def _option(self, name: str, default: Any) -> Any:
     value = getattr(self.options, name, None)
     return default if value is None else value
+
+  @property
+  def num_islands(self) -> int:
+    """The islands in use: the strategy's own number, else ``--num_islands``."""
+    return int(self._option("islands", self.settings.num_islands))
+
+  @property
+  def feature_dims(self) -> tuple[str, ...]:
+    return tuple(self._option("feature_dims", self.settings.feature_dims))
+
+  def score(self, c: Candidate) -> float:
+    """The strategy's selection score (higher is better; the fitness by default)."""
+    fn = self._option("score", None)
+    value = fn(c.metrics) if fn is not None and c.fitness is not None else c.fitness
+    return float(value) if value is not None and math.isfinite(value) else -math.inf
+
+  def _key(self, c: Candidate) -> tuple[float, int]:
+    """Sort key by :meth:`score`: best first, then the earlier candidate."""
+    return (-self.score(c), c.id)
 
   def close(self) -> None:
     self.db.close()
@@ -181,8 +195,12 @@ class Archive:
 
   def record_result(self, candidate_id: int, metrics: dict[str, Any], fitness: float,
                     features: dict[str, float]) -> Candidate:
-    """Stores an evaluated candidate and places it on its island (all islands for a root)."""
+    """Stores an evaluated candidate and places it on its island (all islands for a root).
+
+    A child of a generational strategy waits (staged) until its generation closes.
+    """
     with self.db.transaction():
+      features = {**features, **self._code_features(candidate_id)}
       self.db.update_candidate(candidate_id, status="evaluated", stage="ok", reason="",
                                metrics=metrics, fitness=fitness, features=features)
       candidate = self.db.get(candidate_id)
@@ -191,12 +209,14 @@ class Archive:
         return candidate
       if candidate.parent_id is None and self.db.get_meta("feature_reference") is None:
         self.db.set_meta("feature_reference", features)
+      self._widen_feature_range(features)
       if candidate.parent_id is None or candidate.island is None:
-        islands = range(self.settings.num_islands)
+        for island in range(self.num_islands):
+          self._place(island, candidate)
+      elif self._option("generation", None):
+        self.db.add_member(_staging(candidate.island % self.num_islands), candidate.id)
       else:
-        islands = [candidate.island % self.settings.num_islands]
-      for island in islands:
-        self._place(island, candidate)
+        self._place(candidate.island % self.num_islands, candidate)
     return candidate
 
   # Queries -----------------------------------------------------------------
@@ -252,8 +272,11 @@ class Archive:
 
   # Selection ---------------------------------------------------------------
   def sample_parent(self, island: int, rng: np.random.Generator) -> Selection:
-    """Draws a parent for an iteration working on ``island``."""
-    island %= self.settings.num_islands
+    """Draws a parent for the next proposal, on ``island`` (or a uniformly drawn one)."""
+    if self._option("island_choice", "cycle") == "uniform":
+      island = int(rng.integers(self.num_islands))  # FunSearch: a random island per prompt.
+    island %= self.num_islands
+    self._close_generation()
     members = sorted((c for c in self.island_members(island) if c.can_be_parent),
                      key=lambda c: c.id)
     if not members:  # Only before the seed is evaluated, or if an island lost everyone.
@@ -262,92 +285,64 @@ class Archive:
       raise LookupError("the archive has no evaluated candidate to sample a parent from; "
                         "evaluate the seed program first")
     sampler = self._option("sampler", "archive")
-    if sampler == "clusters":
-      return self._sample_clusters(island, members, rng)
-    if sampler == "rank":
-      return self._sample_rank(island, members, rng)
+    draws = 1 + int(self._option("companions", 0))
     s = self.settings
+    if sampler == "island":
+      parent, method = samplers.island(members, self.elites(), rng,
+                                       exploration=s.exploration_ratio,
+                                       exploitation=s.exploitation_ratio)
+      return Selection(parent, island, method)
+    if sampler == "clusters":
+      parent, companions = samplers.clusters(members, rng, draws=draws,
+                                             step=self._option("cluster_step", None))
+      return Selection(parent, island, "cluster", companions)
+    if sampler == "rank":
+      parent, companions = samplers.rank(members, rng, draws=draws, key=self._key)
+      return Selection(parent, island, "rank", companions)
+    if sampler == "uniform":
+      parent, companions = samplers.uniform(members, rng, draws=draws, key=self._key)
+      return Selection(parent, island, "uniform", companions)
     draw = rng.random()
     if draw < s.elite_selection_ratio:
       return Selection(min(members, key=_by_fitness), island, "elite")
     if draw < s.elite_selection_ratio + s.exploitation_ratio:
-      if sampler == "island":  # OpenEvolve: exploit the island's own elites.
-        pool = sorted(members, key=_by_fitness)[:s.archive_size]
-        elites = sorted(pool, key=lambda c: c.id)
-      else:
-        elites = sorted(self.elites(), key=lambda c: c.id)
+      elites = sorted(self.elites(), key=lambda c: c.id)
       return Selection(elites[int(rng.integers(len(elites)))], island, "exploitation")
     occupants = sorted(set(self.grid(island).values()))
     pool = [c for c in members if c.id in occupants] or members
     return Selection(pool[int(rng.integers(len(pool)))], island, "exploration")
-
-  def _sample_clusters(self, island: int, members: list[Candidate],
-                       rng: np.random.Generator) -> Selection:
-    """FunSearch: 1 + companions clusters by Boltzmann over score, a short program in each.
-
-    Clusters group the island's programs by :func:`score_signature`; a cluster's score
-    is its programs' fitness. The drawn programs are sorted by ascending score and the
-    best becomes the parent (the version the prompt asks the model to improve).
-    """
-    clusters: dict[tuple[float, ...], list[Candidate]] = {}
-    for c in members:
-      clusters.setdefault(score_signature(c), []).append(c)
-    keys = sorted(clusters, key=lambda k: (sum(k) / len(k), k))
-    scores = np.array([sum(k) / len(k) for k in keys], dtype=float)
-    period = CLUSTER_TEMPERATURE_PERIOD
-    temperature = CLUSTER_TEMPERATURE_INIT * (1 - (len(members) % period) / period)
-    k = min(len(keys), 1 + int(self._option("companions", 0)))
-    picked = rng.choice(len(keys), size=k, replace=False, p=_softmax(scores, temperature))
-    chosen = []
-    for i in sorted(int(j) for j in picked):
-      programs = sorted(clusters[keys[i]], key=lambda c: c.id)
-      lengths = np.array([len(c.code or "") for c in programs], dtype=float)
-      normalised = (lengths - lengths.min()) / (lengths.max() + 1e-6)
-      chosen.append(programs[int(rng.choice(len(programs), p=_softmax(-normalised, 1.0)))])
-    chosen.sort(key=lambda c: (c.fitness, -c.id))
-    return Selection(chosen[-1], island, "cluster", tuple(chosen[:-1]))
-
-  def _sample_rank(self, island: int, members: list[Candidate],
-                   rng: np.random.Generator) -> Selection:
-    """EoH: 1 + companions draws (with replacement) with p(rank r) ∝ 1 / (r + 1 + N)."""
-    ranked = sorted(members, key=_by_fitness)
-    weights = np.array([1.0 / (r + 1 + len(ranked)) for r in range(len(ranked))])
-    draws = rng.choice(len(ranked), size=1 + int(self._option("companions", 0)), replace=True,
-                       p=weights / weights.sum())
-    parent = ranked[int(draws[0])]
-    others: list[Candidate] = []
-    for i in draws[1:]:
-      c = ranked[int(i)]
-      if c.id != parent.id and c not in others:
-        others.append(c)
-    return Selection(parent, island, "rank", tuple(others))
 
   def migrate(self, iteration: int) -> list[tuple[int, int, int]]:
     """Migration for ``iteration``; runs at most once per iteration (safe on resume).
 
     The options' ``migration`` says where: ``ring`` (the next island, the default),
     ``both`` (the next and the previous island, OpenEvolve) or ``none`` (FunSearch).
+    With ``remigrate=False`` only an island's own programs (those proposed on it) leave
+    it: a migrant never migrates again.
 
     Returns:
       (source island, destination island, candidate id) for every program copied.
     """
-    s = self.settings
+    s, n = self.settings, self.num_islands
     moves: list[tuple[int, int, int]] = []
     mode = self._option("migration", "ring")
+    native_only = not self._option("remigrate", True)
     with self.db.transaction():
       if self.db.get_meta("last_migration", -1) >= iteration:
         return moves
-      if s.num_islands > 1 and mode != "none":
+      if n > 1 and mode != "none":
         snapshot = [sorted((c for c in self.island_members(i) if c.can_be_parent),
-                           key=_by_fitness) for i in range(s.num_islands)]
+                           key=_by_fitness) for i in range(n)]
         for source, members in enumerate(snapshot):
-          targets = [(source + 1) % s.num_islands]
-          if mode == "both" and (source - 1) % s.num_islands not in targets:
-            targets.append((source - 1) % s.num_islands)
+          targets = [(source + 1) % n]
+          if mode == "both" and (source - 1) % n not in targets:
+            targets.append((source - 1) % n)
           count = max(1, math.ceil(s.migration_rate * len(members))) if members else 0
+          migrants = [c for c in members[:count] if not native_only or (
+              c.island is not None and c.island % n == source)]
           for target in targets:
             present = set(self.db.island_member_ids(target))
-            for migrant in members[:count]:
+            for migrant in migrants:
               if migrant.id not in present:
                 self._place(target, migrant)
                 moves.append((source, target, migrant.id))
@@ -364,19 +359,18 @@ class Archive:
     Returns:
       (reset island, surviving island it was seeded from, program id) per reset.
     """
-    s = self.settings
+    n = self.num_islands
     resets: list[tuple[int, int, int]] = []
     with self.db.transaction():
       if self.db.get_meta("last_reset", -1) >= iteration:
         return resets
-      if s.num_islands > 1:
+      if n > 1:
         bests = {}
-        for i in range(s.num_islands):
+        for i in range(n):
           members = [c for c in self.island_members(i) if c.can_be_parent]
           bests[i] = min(members, key=_by_fitness) if members else None
-        order = sorted(range(s.num_islands),
-                       key=lambda i: (bests[i].fitness if bests[i] else -math.inf, i))
-        count = min(s.num_islands - 1, max(1, int(fraction * s.num_islands)))
+        order = sorted(range(n), key=lambda i: (bests[i].fitness if bests[i] else -math.inf, i))
+        count = min(n - 1, max(1, int(fraction * n)))
         losers, survivors = order[:count], sorted(order[count:])
         for island in losers:
           source = survivors[int(rng.integers(len(survivors)))]
@@ -390,45 +384,125 @@ class Archive:
 
   # Internals ---------------------------------------------------------------
   def cell(self, features: dict[str, float]) -> tuple[int, ...]:
-    """MAP-Elites cell of a feature vector (log2 ratio to the seed, clipped to the grid)."""
+    """MAP-Elites cell of a feature vector.
+
+    Dimensions measured on the code are binned between the smallest and largest value
+    seen so far (OpenEvolve's min-max scaling); the others by their log2 ratio to the
+    seed's value, clipped to the grid.
+    """
     s = self.settings
     reference = self.db.get_meta("feature_reference") or {}
+    ranges = self.db.get_meta("feature_range") or {}
     out = []
-    for dim in s.feature_dims:
+    for dim in self.feature_dims:
       value = float(features.get(dim, 0.0) or 0.0)
-      ref = float(reference.get(dim, 0.0) or 0.0)
-      x = math.log2(value + 1.0) - math.log2(ref + 1.0)
-      fraction = (x + s.feature_octaves) / (2.0 * s.feature_octaves)
+      if dim in code_features.FEATURES:
+        low, high = ranges.get(dim, (value, value))
+        fraction = 0.5 if high <= low else (value - low) / (high - low)
+      else:
+        ref = float(reference.get(dim, 0.0) or 0.0)
+        x = math.log2(value + 1.0) - math.log2(ref + 1.0)
+        fraction = (x + s.feature_octaves) / (2.0 * s.feature_octaves)
       out.append(min(s.feature_bins - 1, max(0, math.floor(fraction * s.feature_bins))))
     return tuple(out)
 
-  def _place(self, island: int, candidate: Candidate) -> None:
+  def _code_features(self, candidate_id: int) -> dict[str, float]:
+    """The code-measured dimensions among :attr:`feature_dims` for one candidate.
+
+    ``diversity`` is measured against the first evaluated programs of the run (at most
+    ``code_features.REFERENCE_SIZE``), a reference set that stops changing once full.
+    """
+    dims = [d for d in self.feature_dims if d in code_features.FEATURES]
+    c = self.db.get(candidate_id)
+    if not dims or c is None or not c.code:
+      return {}
+    references = []
+    if "diversity" in dims:
+      earlier = sorted((p for p in self.parents() if p.id != candidate_id and p.code),
+                       key=lambda p: p.id)
+      references = [p.code for p in earlier[:code_features.REFERENCE_SIZE]]
+    return {d: code_features.measure(d, c.code, references) for d in dims}
+
+  def _widen_feature_range(self, features: dict[str, float]) -> None:
+    """Widens the seen range of the code-measured dimensions (for :meth:`cell`)."""
+    ranges = dict(self.db.get_meta("feature_range") or {})
+    changed = False
+    for dim in (d for d in self.feature_dims if d in code_features.FEATURES and d in features):
+      value = float(features[dim])
+      low, high = ranges.get(dim, (value, value))
+      new = [min(low, value), max(high, value)]
+      changed |= new != list(ranges.get(dim, ()))
+      ranges[dim] = new
+    if changed:
+      self.db.set_meta("feature_range", ranges)
+
+  def _close_generation(self) -> None:
+    """Closes the generations that ended before the next proposal (generational engines).
+
+    The next proposal is candidate ``max id + 1``; with ``generation = G`` it belongs to
+    generation ``(id - 1) // G``, whose parents come from the population once the
+    children of every earlier generation have joined it. A child still training when
+    its generation closes joins at the next close.
+    """
+    size = self._option("generation", None)
+    if not size:
+      return
+    upcoming = (self.db.max_candidate_id() or 0) + 1
+    bound = ((upcoming - 1) // size) * size
+    with self.db.transaction():
+      if self.db.get_meta("generation_bound", 0) >= bound:
+        return
+      for island in range(self.num_islands):
+        staged = [i for i in self.db.island_member_ids(_staging(island)) if i <= bound]
+        for cid in staged:
+          self.db.remove_member(_staging(island), cid)
+          self._place(island, self.db.get(cid), trim=False)
+        self._trim(island)
+      self.db.set_meta("generation_bound", bound)
+
+  def _place(self, island: int, candidate: Candidate, trim: bool = True) -> None:
     """Adds a candidate to an island, its MAP-Elites cell, and trims the island."""
     self.db.add_member(island, candidate.id)
     cell = self.cell(candidate.features)
     grid = self.db.grid(island)
     occupant = self.db.get(grid[cell]) if cell in grid else None
-    if occupant is None or _by_fitness(candidate) < _by_fitness(occupant):
+    if occupant is None or self._key(candidate) < self._key(occupant):
       self.db.set_cell(island, cell, candidate.id)
-    self._trim(island)
+    if trim:
+      self._trim(island)
 
   def _trim(self, island: int) -> None:
     """Evicts the least fit members beyond the island's capacity.
 
-    The island's best and the MAP-Elites cell holders are kept when possible;
-    an evicted cell holder frees its cell.
+    With the default engine the island's best and the MAP-Elites cell holders are kept
+    when possible; a fixed ``population`` is kept by :meth:`score` alone, first dropping
+    every program whose score equals a better-ranked one's with ``distinct_scores``.
+    An evicted cell holder frees its cell.
     """
-    members = sorted(self.island_members(island), key=_by_fitness)
+    members = sorted(self.island_members(island), key=self._key)
     population = self._option("population", None)
-    excess = len(members) - (population or self.settings.island_capacity)
-    if excess <= 0:
+    victims: list[Candidate] = []
+    if self._option("distinct_scores", False):
+      seen: set[float] = set()
+      unique = []
+      for c in members:
+        score = round(self.score(c), SCORE_DECIMALS)
+        (victims if score in seen else unique).append(c)
+        seen.add(score)
+      members = unique
+    capacity = math.ceil(self.settings.population_size / self.num_islands)
+    excess = len(members) - (population or capacity)
+    if excess > 0:
+      grid = self.db.grid(island)
+      holders = set(grid.values()) if population is None else set()
+      best = members[0].id
+      order = ([c for c in reversed(members) if c.id not in holders and c.id != best] +
+               [c for c in reversed(members) if c.id in holders and c.id != best])
+      victims += order[:excess]
+    if not victims:
       return
     grid = self.db.grid(island)
-    holders = set(grid.values()) if population is None else set()  # EoH: fitness alone.
-    best = members[0].id
-    order = ([c for c in reversed(members) if c.id not in holders and c.id != best] +
-             [c for c in reversed(members) if c.id in holders and c.id != best])
-    for victim in order[:excess]:
+    for victim in victims:
       self.db.remove_member(island, victim.id)
       for cell, holder in grid.items():
         if holder == victim.id:

@@ -45,7 +45,18 @@ CREATE TABLE IF NOT EXISTS candidates (
   fitness REAL,                      -- ood_val_acc; NULL unless evaluated
   features TEXT,                     -- JSON {feature dim: value}
   created_at REAL NOT NULL,
-  finished_at REAL
+  finished_at REAL,
+  comparison TEXT                    -- JSON: paired difference with the best so far (standing.py)
+);
+CREATE TABLE IF NOT EXISTS final_evaluations (
+  candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+  seeds TEXT NOT NULL,               -- JSON list of the fresh training seeds
+  status TEXT NOT NULL,              -- evaluating | evaluated | failed
+  reason TEXT,
+  metrics TEXT,                      -- JSON of the evaluator's metrics
+  started_at REAL NOT NULL,
+  finished_at REAL,
+  PRIMARY KEY (candidate_id, seeds)
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,6 +143,7 @@ class Candidate:
   features: dict[str, float]
   created_at: float
   finished_at: float | None
+  comparison: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def is_proposal(self) -> bool:
@@ -151,7 +163,7 @@ class Candidate:
     return row
 
 
-# llm_calls columns added after schema 1 (issue 11), added to older archives on open.
+# llm_calls columns added after schema 1, added to older archives on open.
 _LLM_CALL_COLUMNS = (("iteration", "INTEGER"), ("finish_reason", "TEXT"), ("attempts", "INTEGER"),
                      ("sample", "INTEGER"), ("error_kind", "TEXT"), ("estimated", "INTEGER"),
                      ("continuations", "INTEGER"), ("context", "TEXT"))
@@ -187,6 +199,17 @@ def _migrate_llm_calls(conn: sqlite3.Connection) -> None:
   conn.execute("COMMIT")
 
 
+def _migrate_candidates(conn: sqlite3.Connection) -> None:
+  """Adds the ``comparison`` column to an older archive's candidates table.
+
+  Its rows get their comparisons when a search resumes them (standing.py replays the
+  decisions); readers compute them on the fly until then.
+  """
+  names = {r["name"] for r in conn.execute("PRAGMA table_info(candidates)").fetchall()}
+  if "comparison" not in names:
+    conn.execute("ALTER TABLE candidates ADD COLUMN comparison TEXT")
+
+
 def _candidate(row: sqlite3.Row) -> Candidate:
   scope = _loads(row["scope"])
   entangled = row["entangled"]
@@ -198,7 +221,8 @@ def _candidate(row: sqlite3.Row) -> Candidate:
       entangled=None if entangled is None else bool(entangled), status=row["status"],
       stage=row["stage"], reason=row["reason"], metrics=_loads(row["metrics"], {}),
       fitness=row["fitness"], features=_loads(row["features"], {}),
-      created_at=row["created_at"], finished_at=row["finished_at"])
+      created_at=row["created_at"], finished_at=row["finished_at"],
+      comparison=_loads(row["comparison"], {}))
 
 
 class ArchiveDB:
@@ -213,6 +237,7 @@ class ArchiveDB:
     self._conn.execute("PRAGMA foreign_keys=ON")
     self._conn.executescript(_SCHEMA)
     _migrate_llm_calls(self._conn)
+    _migrate_candidates(self._conn)
     version = self.get_meta("schema_version")
     if version is None:
       self.set_meta("schema_version", SCHEMA_VERSION)
@@ -272,13 +297,16 @@ class ArchiveDB:
                        features: dict[str, float] | None = None) -> None:
     if status not in STATUSES:
       raise ValueError(f"status {status!r} is not one of {STATUSES}")
+    # finished_at is the first time it finished (the recording order standing.py replays);
+    # metrics added later (a deferred OOD-test) leave it alone.
     finished = None if status in PENDING_STATUSES else time.time()
     with self.transaction() as c:
       cursor = c.execute(
           "UPDATE candidates SET status = ?, stage = ?, reason = ?, metrics = ?, fitness = ?, "
-          "features = ?, finished_at = ? WHERE id = ?",
+          "features = ?, finished_at = CASE WHEN ? IS NULL THEN NULL "
+          "ELSE COALESCE(finished_at, ?) END WHERE id = ?",
           (status, stage, reason, None if metrics is None else _dumps(metrics), fitness,
-           None if features is None else _dumps(features), finished, candidate_id))
+           None if features is None else _dumps(features), finished, finished, candidate_id))
       if cursor.rowcount != 1:
         raise KeyError(f"no candidate {candidate_id} in {self.path}")
 
@@ -292,8 +320,37 @@ class ArchiveDB:
                               tuple(params)).fetchall()
     return [_candidate(r) for r in rows]
 
+  def set_comparison(self, candidate_id: int, comparison: dict[str, Any]) -> None:
+    """Stores a candidate's paired comparison with the best so far (decided once)."""
+    with self.transaction() as c:
+      c.execute("UPDATE candidates SET comparison = ? WHERE id = ?",
+                (_dumps(comparison), candidate_id))
+
   def max_candidate_id(self) -> int | None:
     return self._conn.execute("SELECT MAX(id) AS m FROM candidates").fetchone()["m"]
+
+  # final re-evaluations ---------------------------------------------
+  def final_evaluations(self) -> list[dict[str, Any]]:
+    """Every re-evaluation with fresh seeds: candidate_id, seeds, status, reason, metrics."""
+    rows = self._conn.execute("SELECT * FROM final_evaluations ORDER BY started_at, "
+                              "candidate_id").fetchall()
+    return [dict(r, seeds=json.loads(r["seeds"]), metrics=_loads(r["metrics"], {}))
+            for r in rows]
+
+  def start_final_evaluation(self, candidate_id: int, seeds: Sequence[int]) -> None:
+    """Marks a re-evaluation as running (a crash leaves it so; it is run again)."""
+    with self.transaction() as c:
+      c.execute("INSERT OR REPLACE INTO final_evaluations(candidate_id, seeds, status, "
+                "started_at) VALUES (?, ?, 'evaluating', ?)",
+                (candidate_id, _dumps(list(seeds)), time.time()))
+
+  def finish_final_evaluation(self, candidate_id: int, seeds: Sequence[int], status: str,
+                              reason: str, metrics: dict[str, Any]) -> None:
+    with self.transaction() as c:
+      c.execute("UPDATE final_evaluations SET status = ?, reason = ?, metrics = ?, "
+                "finished_at = ? WHERE candidate_id = ? AND seeds = ?",
+                (status, reason, _dumps(metrics), time.time(), candidate_id,
+                 _dumps(list(seeds))))
 
   # LLM calls and events ---------------------------------------------------
   def insert_llm_call(self, candidate_id: int | None, record: dict[str, Any],
@@ -337,7 +394,7 @@ class ArchiveDB:
   def llm_usage(self) -> tuple[int, float]:
     """(tokens, USD) of every LLM request sent: cached replies left out, estimates kept.
 
-    What ``--budget=tokens|cost`` counts (issue 12); the offline provider's token counts
+    What ``--budget=tokens|cost`` counts; the offline provider's token counts
     are estimates, so an offline comparison can be matched by tokens too.
     """
     row = self._conn.execute(

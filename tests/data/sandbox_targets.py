@@ -345,3 +345,150 @@ def read_input_write_output(payload: dict) -> dict:
     program = f.read()
   return {"input": payload["input"], "output": payload["output"], "program": payload["program"],
           "program_text": program, "cwd": os.getcwd()}
+
+
+# ------------------------------------------------- jail attacks (test_jail_attacks.py)
+
+
+def hold_until_released(payload: dict) -> dict:
+  """Writes ``mine.txt``, says it started, waits for ``release`` in its workdir (the test
+  inspects the jail from the host meanwhile), then reports what the jail sees of itself."""
+  with open("mine.txt", "w") as f:
+    f.write("written by the jail")
+  open("started", "w").close()
+  deadline = time.monotonic() + payload.get("wait_s", 30)
+  while time.monotonic() < deadline and not os.path.exists("release"):
+    time.sleep(0.02)
+  status = open("/proc/self/status").read()
+  return {"uid_map": open("/proc/self/uid_map").read().split(),
+          "status": [ln for ln in status.splitlines()
+                     if ln.startswith(("Uid:", "Gid:", "NoNewPrivs:", "Seccomp:"))]}
+
+
+def proc_sys_writable(payload: dict) -> dict:
+  """Opens each /proc/sys file for writing and closes it again (never writes)."""
+  out = {}
+  for path in payload["paths"]:
+    out[path] = _attempt(lambda path=path: os.close(os.open(path, os.O_WRONLY)))
+  return out
+
+
+def escape_writes(payload: dict) -> dict:
+  """Tries to change the victim file and folder outside the workdir by every route a
+  process in the jail has: plain paths, the workdir's parent, /proc/1/cwd, /proc/1/root,
+  /proc/self/root and reopening every descriptor of this process and of the jail's init."""
+  victim, folder = payload["victim"], payload["folder"]
+  routes = [victim, os.path.join(os.getcwd(), "..", os.path.basename(victim)),
+            "/proc/1/cwd/../" + os.path.basename(victim), "/proc/1/root" + victim,
+            "/proc/self/root" + victim]
+  out = {}
+  for path in routes:
+    out[f"write {path}"] = _attempt(lambda path=path: open(path, "a").write("owned"))
+  for path in (folder, "/proc/1/root" + folder, "/proc/1/cwd/../" + os.path.basename(folder)):
+    out[f"create in {path}"] = _attempt(
+        lambda path=path: open(os.path.join(path, "planted.txt"), "w").write("owned"))
+  for pid in ("self", "1"):
+    try:
+      fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+      fds = []
+    for fd in fds:
+      link = f"/proc/{pid}/fd/{fd}"
+      out[f"readlink {link}"] = _attempt(lambda link=link: os.readlink(link))
+      out[f"dir via {link}"] = _attempt(
+          lambda link=link: open(os.path.join(link, "..", os.path.basename(folder),
+                                              "planted.txt"), "w").write("owned"))
+  return out
+
+
+def nested_namespaces(payload: dict) -> dict:
+  """unshare(CLONE_NEWUSER) through libc, the same through /usr/bin/unshare, and bwrap."""
+  import subprocess
+  libc = ctypes.CDLL(None, use_errno=True)
+  out = {}
+  for name, flag in (("user", 0x10000000), ("mount", 0x00020000), ("net", 0x40000000)):
+    result = libc.unshare(flag)
+    out[f"unshare {name}"] = [result, ctypes.get_errno()]
+  for argv in (["unshare", "--user", "true"], [payload["bwrap"], "--unshare-user",
+               "--ro-bind", "/", "/", "true"]):
+    out[" ".join(argv[:2])] = _attempt(lambda argv=argv: subprocess.run(
+        argv, capture_output=True, timeout=10).returncode)
+  return out
+
+
+def seccomp_probe(payload: dict) -> dict:
+  """Seccomp state and the errno of system calls the filter denies (x86_64 numbers)."""
+  del payload
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.syscall.restype = ctypes.c_long
+  calls = {"ptrace": (101, 0, 0, 0, 0), "keyctl": (250, 0, 0, 0, 0), "bpf": (321, 0, 0, 0),
+           "perf_event_open": (298, 0, 0, -1, -1, 0), "userfaultfd": (323, 0),
+           "mount": (165, 0, 0, 0, 0, 0), "clone3": (435, 0, 0), "setns": (308, -1, 0),
+           "io_uring_setup": (425, 1, 0), "kexec_load": (246, 0, 0, 0, 0),
+           "init_module": (175, 0, 0, 0), "open_by_handle_at": (304, -1, 0, 0),
+           "ioctl TIOCSTI": (16, 0, 0x5412, 0)}
+  out = {}
+  for name, (nr, *args) in calls.items():
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) for a in args))
+    out[name] = [result, ctypes.get_errno()]
+  status = open("/proc/self/status").read()
+  out["status"] = [ln for ln in status.splitlines()
+                   if ln.startswith(("Seccomp:", "NoNewPrivs:", "CapEff:"))]
+  out["fork"] = _attempt(lambda: __import__("subprocess").run(["true"]).returncode)
+  return out
+
+
+def memfd_fill(payload: dict) -> dict:
+  """Writes ``payload['mb']`` MiB into a memfd (pages no RSS watchdog sees)."""
+  fd = os.memfd_create("hoard")
+  block = b"\3" * 2**20
+  for _ in range(payload["mb"]):
+    os.write(fd, block)
+  return {"written_mb": payload["mb"]}
+
+
+def tmpfs_fill(payload: dict) -> dict:
+  """Writes ``payload['mb']`` MiB into the jail's private /tmp (tmpfs)."""
+  block = b"\4" * 2**20
+  with open("/tmp/hoard", "wb") as f:
+    for _ in range(payload["mb"]):
+      f.write(block)
+  return {"written_mb": payload["mb"]}
+
+
+def burn_cpu(payload: dict) -> dict:
+  """Spins, ignoring SIGXCPU when asked (then the hard limit's SIGKILL ends it)."""
+  import signal
+  if payload.get("ignore_sigxcpu"):
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+  x = 0
+  while True:
+    x += 1
+
+
+def fd_audit(payload: dict) -> dict:
+  """Every descriptor of this process and of the jail's init, and a write of
+  ``payload['token']`` through each of the init's."""
+  out = {}
+  for pid in ("self", "1"):
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+      fds[fd] = _attempt(lambda fd=fd, pid=pid: os.readlink(f"/proc/{pid}/fd/{fd}"))
+    out[pid] = fds
+  for fd in out["1"]:
+    out[f"write /proc/1/fd/{fd}"] = _attempt(
+        lambda fd=fd: open(f"/proc/1/fd/{fd}", "a").write(payload["token"] + "\n"))
+  return out
+
+
+def plant_control_traps(payload: dict) -> dict:
+  """Replaces every control file and directory name the parent ever used in the workdir
+  with a link to the victim folder or a FIFO, then returns."""
+  folder = payload["folder"]
+  for name in (".sandbox", "inputs", "exchange", "tmp"):
+    os.symlink(folder, name)
+  for name in ("request.json", "progress.json", "result.json", "worker.log", "0_prog.py"):
+    os.mkfifo(name)
+  os.symlink(payload["victim"], "victim_link")
+  return {"planted": sorted(os.listdir("."))}

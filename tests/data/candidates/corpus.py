@@ -38,12 +38,28 @@ class Case:
 
 def load_corpus() -> list[Case]:
   """All cases of ``manifest.json``, built against the current seeds."""
-  entries = json.loads((CORPUS_DIR / "manifest.json").read_text())
+  return _load(CORPUS_DIR)
+
+
+def load_model_edits() -> list[Case]:
+  """``model_edits/``: ordinary region edits in the style of a frontier model, all valid.
+
+  GRU-style gates, attention-weighted aggregation, multi-head triplets with a Python
+  loop over heads, RMSNorm, einsum edge gates, degree normalisation, ``stop_gradient``,
+  typed helper functions, ``import math`` in the region, ``.format`` names, and the
+  public names a hand-written allow-list once refused (``jnp.concat``, ``jnp.isclose``,
+  ``jax.nn.dot_product_attention``, ...). Every case must pass every check.
+  """
+  return _load(CORPUS_DIR / "model_edits")
+
+
+def _load(directory: pathlib.Path) -> list[Case]:
+  entries = json.loads((directory / "manifest.json").read_text())
   cases = []
   for e in entries:
     seed = (SEEDS_DIR / f"{e['base']}.py").read_text() if e["base"] else None
     if e["kind"] == "region":
-      body = (CORPUS_DIR / f"{e['name']}.case").read_text()
+      body = (directory / f"{e['name']}.case").read_text()
       text = regions.replace_region(seed, e["region"], body)
     elif e["kind"] == "replace":
       text = seed
@@ -53,7 +69,7 @@ def load_corpus() -> list[Case]:
                            "update the replacement in manifest.json")
         text = text.replace(old, new, 1)
     else:
-      text = (CORPUS_DIR / f"{e['name']}.case").read_text()
+      text = (directory / f"{e['name']}.case").read_text()
     cases.append(Case(name=e["name"], expect=e["expect"], why=e["why"], candidate=text,
                       parent=seed if e["with_parent"] else None,
                       scope=tuple(e["scope"]) if e["scope"] else None,
