@@ -57,6 +57,18 @@ FAKE_SEEDS = (0, 1, 2)
 TINY_CONSOLE: dict[str, Any] = {"progress": "log"}
 
 
+def run_jailed(name: str, payload: dict, *, workdir: pathlib.Path, limits: Any,
+               env: Mapping[str, str], worker: Any = None) -> Any:
+  """``tests/data/sandbox_targets.py``'s target ``name`` in the jail: on ``worker`` (a
+  pre-started ``runner.Worker``) if given, else in a fresh child with ``env``."""
+  from spark_clrs.isolation import runner
+
+  target = f"sandbox_targets:{name}"
+  if worker is not None:
+    return worker.run(target, payload, workdir=workdir, limits=limits)
+  return runner.run_in_child(target, payload, workdir=workdir, limits=limits, extra_env=env)
+
+
 def run_candidates(run: pathlib.Path) -> list[Any]:
   """Every candidate in the run directory ``run``'s archive, read through ``ArchiveDB``."""
   from spark_clrs.search import archive_db
@@ -307,5 +319,5 @@ def tiny_run() -> TinyRun:
 __all__ = ["ENV", "FAKE_COMPARE", "FAKE_SEEDS", "FAKE_STRATEGIES", "FakeExecutor", "FakeTrainer",
            "JAX_CACHE", "ROOT", "SHARED_ENV", "TINY", "TINY_CONSOLE", "TINY_PROFILE_OVERRIDES", "TINY_SEED",
            "TINY_STRATEGY", "TinyRun", "fake_compare", "fake_metrics", "flags_of", "page_data",
-           "program_quality", "quiet_env", "run_candidates", "temp_root", "tiny_compare_command",
+           "program_quality", "quiet_env", "run_candidates", "run_jailed", "temp_root", "tiny_compare_command",
            "tiny_run"]

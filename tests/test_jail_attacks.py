@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 
+import helpers
 import psutil
 from absl.testing import absltest
 
@@ -67,11 +68,8 @@ class _AttackCase(absltest.TestCase):
 
   def jailed(self, name: str, payload: dict, limits: sandbox.Limits = LIMITS,
              worker: sandbox.Worker | None = None) -> sandbox.ChildResult:
-    target = f"sandbox_targets:{name}"
-    if worker is not None:
-      return worker.run(target, payload, workdir=self.workdir, limits=limits)
-    return sandbox.run_in_child(target, payload, workdir=self.workdir, limits=limits,
-                                extra_env=ENV)
+    return helpers.run_jailed(name, payload, workdir=self.workdir, limits=limits, env=ENV,
+                              worker=worker)
 
   def assert_victims_untouched(self) -> None:
     self.assertEqual((_tree_digest(self.victim_dir), self.victim.read_bytes()), self.before)

@@ -21,6 +21,7 @@ import time
 import uuid
 from unittest import mock
 
+import helpers
 import psutil
 from absl.testing import absltest
 
@@ -77,11 +78,8 @@ class _JailCase(absltest.TestCase):
 
   def jailed(self, name: str, payload: dict, limits: sandbox.Limits = LIMITS,
              worker: sandbox.Worker | None = None) -> sandbox.ChildResult:
-    target = f"sandbox_targets:{name}"
-    if worker is not None:
-      return worker.run(target, payload, workdir=self.workdir, limits=limits)
-    return sandbox.run_in_child(target, payload, workdir=self.workdir, limits=limits,
-                                extra_env=ENV)
+    return helpers.run_jailed(name, payload, workdir=self.workdir, limits=limits, env=ENV,
+                              worker=worker)
 
   def all_output(self, result: sandbox.ChildResult) -> str:
     return json.dumps(result.value) + result.reason + result.stderr_tail + json.dumps(

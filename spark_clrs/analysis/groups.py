@@ -27,6 +27,7 @@ METRICS = (
     ("evaluations_to_best", "evaluations to best", "int"),
     ("valid_rate", "valid rate", "rate"),
     ("entanglement_rate", "entanglement rate", "rate"),
+    ("drift_rate", "drift rate", "rate"),
     ("total_tokens", "tokens", "int"),
     ("cost_usd", "cost (USD)", "usd"),
 )
@@ -40,6 +41,9 @@ METRIC_DEFINITIONS = {
     "valid_rate": "feasible proposals / finished proposals",
     "entanglement_rate": "proposals changing text outside their scope (or more than one "
                          "factor when unscoped) / finished proposals",
+    "drift_rate": "proposals with no selected scope whose child changed a part only in "
+                  "formatting, comments or docstrings / finished proposals (counted apart "
+                  "from entanglement)",
     "total_tokens": "prompt + completion tokens of all LLM calls of a run",
     "cost_usd": "LLM cost of a run in USD (0 for the offline proposer)"}
 

@@ -271,13 +271,7 @@ def list_names(root: Path | str, reldir: str, *, max_entries: int = MAX_ENTRIES
   except FileNotFoundError:
     return []
   try:
-    names = []
-    with os.scandir(fd) as entries:
-      for entry in entries:
-        if len(names) >= max_entries:
-          raise BoundaryError(f"{clean(reldir)} holds more than {max_entries} entries")
-        names.append(entry.name)
-    return names
+    return _names(fd, reldir, max_entries)
   finally:
     os.close(fd)
 
@@ -286,13 +280,13 @@ def _is_dir_entry(dir_fd: int, name: str) -> bool:
   return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
 
 
-def _names(fd: int, what: str) -> list[str]:
-  """Names in the directory ``fd``, at most :data:`MAX_ENTRIES` of them."""
+def _names(fd: int, what: str, max_entries: int = MAX_ENTRIES) -> list[str]:
+  """Names in the directory ``fd``, at most ``max_entries`` of them."""
   names = []
   with os.scandir(fd) as entries:
     for entry in entries:
-      if len(names) >= MAX_ENTRIES:
-        raise BoundaryError(f"{clean(what)} holds more than {MAX_ENTRIES} entries")
+      if len(names) >= max_entries:
+        raise BoundaryError(f"{clean(what)} holds more than {max_entries} entries")
       names.append(entry.name)
   return names
 

@@ -65,6 +65,8 @@ function runPage() {
        card("gain over seed", signed(run.improvement_over_seed)),
        card("valid rate", pct(run.valid_rate)),
        card("entanglement rate", pct(run.entanglement_rate)),
+       card("drift rate", pct(run.drift_rate),
+            "unscoped proposals whose child changed a part only in formatting, comments or docstrings (counted apart from entanglement)"),
        card("tokens", intf(llm.total_tokens) + (llm.estimated_tokens ? " + " + intf(llm.estimated_tokens) + " est." : ""),
             llm.estimated_tokens ? "estimated: the offline proposer's prompt and reply lengths / 4" : null),
        card("cost", usd(llm.cost_usd))),

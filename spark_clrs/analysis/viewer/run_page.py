@@ -263,7 +263,7 @@ def run_data(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
   keys = ("run_dir", "strategy", "profile", "seed", "iterations", "llm_model", "seed_program",
           "factors", "best_program_id", "best_ood_val_acc", "best_ood_acc",
           "seed_ood_val_acc", "improvement_over_seed", "proposals", "pending",
-          "valid_rate", "entanglement_rate", "router_fallbacks", "status_counts",
+          "valid_rate", "entanglement_rate", "drift_rate", "router_fallbacks", "status_counts",
           "rejection_stages", "complete", "train_seconds_total", "stop_reason")
   factors = sorted({r["factor"] for r in rows})
   return {"kind": "run", "generated_at": _now(), "live": live,
