@@ -8,7 +8,6 @@ and what compare adds (final re-evaluated scores, paired tests, Pareto fronts) u
 
 from __future__ import annotations
 
-import datetime
 import os
 import pathlib
 from collections.abc import Mapping
@@ -16,10 +15,6 @@ from typing import Any
 
 from spark_clrs.analysis import palette, tables, viewer
 from spark_clrs.analysis.groups import METRICS, Report
-
-
-def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def compare_data(report: Report, output: pathlib.Path, *, band_kind: str = "std",
@@ -56,7 +51,7 @@ def compare_data(report: Report, output: pathlib.Path, *, band_kind: str = "std"
                      "fallback": s["fallback"], "improvements": s["improvements"],
                      "gain": {"t": gain.format(), "v": gain.mean},
                      "color": palette.factor_color(scope)})
-  return {"kind": "compare", "generated_at": _now(), "title": title, "band": band_kind,
+  return {"kind": "compare", "generated_at": viewer.page.generated_at(), "title": title, "band": band_kind,
           "note": report.proposer_note,
           "metrics": [{"key": key, "label": label} for key, label, _ in METRICS],
           "groups": groups, "runs": runs, "scopes": scopes,

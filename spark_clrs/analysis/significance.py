@@ -26,16 +26,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from spark_clrs.evaluation.statistics import LEVEL, t_quantile
+from spark_clrs.evaluation.statistics import LEVEL, is_number, t_quantile
 
 _EXACT_MAX = 16  # Seeds up to which every sign flip is enumerated (2^16 = 65,536).
 _RESAMPLES = 65_536
 _TOL = 1e-12
-
-
-def _finite(value: Any) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
 
 
 def _sd(values: Sequence[float]) -> float:
@@ -53,7 +48,7 @@ class Interval:
 
   @classmethod
   def of(cls, values: Sequence[Any]) -> Interval:
-    xs = [float(v) for v in values if _finite(v)]
+    xs = [float(v) for v in values if is_number(v)]
     if not xs:
       return cls(None, None, 0)
     mean = sum(xs) / len(xs)
@@ -146,7 +141,7 @@ class PairedTest:
 
 def paired(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> PairedTest:
   """Paired test of two strategies' per-seed results (``{seed: value}``; seeds in both)."""
-  seeds = tuple(s for s in a if s in b and _finite(a[s]) and _finite(b[s]))
+  seeds = tuple(s for s in a if s in b and is_number(a[s]) and is_number(b[s]))
   diffs = tuple(float(a[s]) - float(b[s]) for s in seeds)
   n = len(diffs)
   if not n:

@@ -20,6 +20,7 @@ import tempfile
 from absl import app, flags
 
 from spark_clrs import checks
+from spark_clrs.cli import scaffold
 from spark_clrs.isolation import sandbox
 from spark_clrs.programs import regions
 
@@ -113,18 +114,9 @@ def main(argv: list[str]) -> None:
   sys.exit(0 if verdict.feasible else 1)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with flag errors reported in one line and exit status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 def run() -> None:
   quiet.define_flag()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=scaffold.parse_flags)
 
 
 if __name__ == "__main__":

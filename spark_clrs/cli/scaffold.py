@@ -39,7 +39,7 @@ def fail(message: Any, status: int = USAGE_STATUS) -> NoReturn:
   sys.exit(status)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with flag errors as one line and status 2."""
   from absl import flags
 
@@ -86,8 +86,9 @@ def run(main: Callable[[list[str]], int], define_flags: Callable[[], None], *,
       sys.exit(INTERRUPTED_STATUS)
     sys.exit(status)
 
-  app.run(wrapped, flags_parser=_parse_flags)
+  app.run(wrapped, flags_parser=parse_flags)
   raise AssertionError("app.run returned")  # It always exits.
 
 
-__all__ = ["INTERRUPTED", "INTERRUPTED_STATUS", "USAGE_STATUS", "UsageError", "fail", "run"]
+__all__ = ["INTERRUPTED", "INTERRUPTED_STATUS", "USAGE_STATUS", "UsageError", "fail", "parse_flags",
+           "run"]

@@ -9,10 +9,10 @@ parameter count or cost is ever taken from it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
+from spark_clrs.evaluation.statistics import is_number
 from spark_clrs.isolation.exchange import clean
 
 NUMBERS = ("compile_seconds", "init_seconds", "train_seconds", "eval_seconds",
@@ -26,9 +26,7 @@ _MAX_NONFINITE = 16
 
 
 def _number(value: Any) -> float | int | None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    return None
-  return value if math.isfinite(value) else None
+  return value if is_number(value) else None
 
 
 def sanitize(value: Any, seeds: Sequence[int]) -> dict[str, Any]:

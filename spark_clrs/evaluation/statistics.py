@@ -48,10 +48,14 @@ Z = 1.959963984540054  # Two-sided 95% normal quantile.
 BETTER, TIE, WORSE = "better", "tie", "worse"
 
 
+def is_number(value: Any) -> bool:
+  """A finite int or float (a bool is not a number here): what a metric must be to count."""
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
 def _number(value: Any) -> float | None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-    return None
-  return float(value)
+  return float(value) if is_number(value) else None
 
 
 def _variance(values: Sequence[float]) -> float:

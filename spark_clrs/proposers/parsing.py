@@ -37,15 +37,6 @@ class RouterChoice:
   rationale: str
 
 
-def strip_reasoning(text: str) -> str:
-  """Removes reasoning text in every form (paired tags, a lone closing tag, ...).
-
-  The client already strips replies; parsers strip again so that text from elsewhere
-  (recorded replies, tests) is treated the same. See :func:`spark_clrs.llm.split_reasoning`.
-  """
-  return llm.strip_reasoning(text)
-
-
 @dataclasses.dataclass(frozen=True)
 class CodeBlock:
   """A fenced block: its language tag, its body, whether it was closed, and where it sits.
@@ -103,7 +94,7 @@ def parse_router_reply(text: str | None, factors: Sequence[str]) -> RouterChoice
   """
   if not text or not text.strip():
     raise ReplyError("the reply is empty")
-  text = strip_reasoning(text)
+  text = llm.strip_reasoning(text)
   candidates: list[Any] = []
   for block in code_blocks(text):
     candidates.extend(_json_objects(block.body))
@@ -191,7 +182,7 @@ def parse_directive(text: str | None) -> str:
   """
   if not text or not text.strip():
     raise ReplyError("the directive is empty")
-  text = strip_reasoning(text)
+  text = llm.strip_reasoning(text)
   found = None
   for value in [v for b in code_blocks(text) for v in _json_objects(b.body)] + _json_objects(
       text):
@@ -314,7 +305,7 @@ def _usable_reply(reply: str | None, finish_reason: str | None, empty: str, fix:
     raise ReplyError(empty)
   if finish_reason == "length":
     raise ReplyError(f"the reply is truncated (finish_reason=length): {fix}")
-  return strip_reasoning(reply)
+  return llm.strip_reasoning(reply)
 
 
 def extract_program(reply: str | None, parent_text: str, factors: Sequence[str], *,
@@ -381,7 +372,7 @@ def split_thought(reply: str | None) -> str | None:
   """
   if not reply:
     return None
-  text = strip_reasoning(reply)
+  text = llm.strip_reasoning(reply)
   fence = _FENCE_OPEN.search(text)
   prose = text[:fence.start()] if fence else text
   start = prose.find("{")
@@ -404,5 +395,4 @@ def _same_code(a: str, b: str) -> bool:
 
 __all__ = ["CodeBlock", "MAX_DIRECTIVE_CHARS", "ReplyError", "RouterChoice", "SAR_OUTPUTS",
            "code_blocks", "extract_child", "extract_program", "extract_regions",
-           "parse_directive", "parse_router_reply", "repair_drift", "split_thought",
-           "strip_reasoning"]
+           "parse_directive", "parse_router_reply", "repair_drift", "split_thought"]

@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from spark_clrs.evaluation.statistics import is_number
+
 
 @dataclasses.dataclass(frozen=True)
 class Point:
@@ -32,11 +34,6 @@ class Point:
   data: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
 
-def _finite(value: Any) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
-
-
 def front(points: Iterable[Point]) -> list[Point]:
   """The non-dominated points, cheapest first.
 
@@ -44,7 +41,7 @@ def front(points: Iterable[Point]) -> list[Point]:
   strictly better on one of the two. Of identical (accuracy, MACs) points the first one
   given stays. Points without a finite accuracy or MACs are left out.
   """
-  pool = [p for p in points if _finite(p.accuracy) and _finite(p.macs)]
+  pool = [p for p in points if is_number(p.accuracy) and is_number(p.macs)]
   # Cheapest first, most accurate first among equal cost; a point is on the front when it
   # is strictly more accurate than every cheaper-or-equal point before it.
   order = sorted(range(len(pool)), key=lambda i: (pool[i].macs, -pool[i].accuracy, i))

@@ -17,6 +17,7 @@ This module knows nothing of runs or reports: it renders whatever data it is giv
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import html
 import importlib.resources
 import json
@@ -49,6 +50,11 @@ def _clean(value: Any) -> Any:
   if hasattr(value, "tolist"):
     return _clean(value.tolist())
   return str(value)
+
+
+def generated_at() -> str:
+  """The time a page's data was made, as the pages show it (UTC)."""
+  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def safe_json(data: Any) -> str:
@@ -109,4 +115,4 @@ def write_page(path: str | pathlib.Path, data: dict[str, Any], title: str, *,
   return path
 
 
-__all__ = ["PAGE_NAME", "render", "safe_json", "write_page"]
+__all__ = ["PAGE_NAME", "generated_at", "render", "safe_json", "write_page"]

@@ -11,17 +11,16 @@ finished run; nothing here reads the archive.
 from __future__ import annotations
 
 import collections
-import datetime
 import difflib
-import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any
 
 from spark_clrs.analysis import finals, palette
 from spark_clrs.analysis.plots import best_so_far_curve, evaluation_index
-from spark_clrs.analysis.viewer.page import PAGE_NAME, write_page
+from spark_clrs.analysis.viewer.page import PAGE_NAME, generated_at, write_page
 from spark_clrs.evaluation import noise
+from spark_clrs.evaluation.statistics import is_number
 from spark_clrs.search.archive_db import PENDING_STATUSES, Candidate
 from spark_clrs.search.rundir import RunDir
 from spark_clrs.search.summary import pareto_front
@@ -52,11 +51,6 @@ def factor_of(c: Candidate) -> str:
   return "unscoped" if not c.changed_factors else "several"
 
 
-def _finite(value: Any) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
-
-
 def uncertainty(metrics: dict[str, Any], key: str = noise.FITNESS) -> dict[str, Any]:
   """``{"lo", "hi", "kind", "text"}`` of a metric's 95% interval (noise.of); empty without one."""
   e = noise.of(metrics, key)
@@ -68,7 +62,7 @@ def uncertainty(metrics: dict[str, Any], key: str = noise.FITNESS) -> dict[str, 
 
 def format_fitness(metrics: dict[str, Any], key: str = noise.FITNESS) -> str:
   """The metric with its interval (noise.format_metric), ``-`` without a value."""
-  return noise.format_metric(metrics, key) if _finite(metrics.get(key)) else "-"
+  return noise.format_metric(metrics, key) if is_number(metrics.get(key)) else "-"
 
 
 def _chooser(c: Candidate, calls: Sequence[dict[str, Any]]) -> tuple[str, str]:
@@ -232,7 +226,7 @@ def pareto_data(candidates: Sequence[Candidate], summary: dict[str, Any]) -> dic
   final = {r["id"]: r for r in finals.rows(summary) if r[noise.FITNESS] is not None}
   points = []
   for c in candidates:
-    if c.can_be_parent and _finite(c.metrics.get("macs")):
+    if c.can_be_parent and is_number(c.metrics.get("macs")):
       points.append({"id": c.id, "accuracy": c.fitness, "macs": c.metrics["macs"],
                      "source": "search", "factor": factors[c.id],
                      "text": format_fitness(c.metrics)})
@@ -244,10 +238,6 @@ def pareto_data(candidates: Sequence[Candidate], summary: dict[str, Any]) -> dic
            for row in pareto_front(candidates, summary.get("final"))]
   return {"accuracy": "OOD-val, re-evaluated (final) where there is one, else search-time",
           "points": points, "front": front}
-
-
-def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def run_data(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
@@ -266,7 +256,7 @@ def run_data(candidates: Sequence[Candidate], calls: Sequence[dict[str, Any]],
           "valid_rate", "entanglement_rate", "drift_rate", "router_fallbacks", "status_counts",
           "rejection_stages", "complete", "train_seconds_total", "stop_reason")
   factors = sorted({r["factor"] for r in rows})
-  return {"kind": "run", "generated_at": _now(), "live": live,
+  return {"kind": "run", "generated_at": generated_at(), "live": live,
           "run": {k: summary.get(k) for k in keys}, "llm_totals": summary.get("llm") or {},
           "candidates": rows, "texts": texts.items,
           "best_so_far": [list(p) for p in best_so_far_curve(candidates)],
@@ -282,7 +272,7 @@ def run_title(summary: dict[str, Any]) -> str:
     shown = f"re-evaluated {best['ood_val_acc_short']}"
   else:
     value = summary.get("best_ood_val_acc")
-    shown = f"{value:.4f}" if _finite(value) else "-"
+    shown = f"{value:.4f}" if is_number(value) else "-"
   return (f"spark_clrs run: {summary.get('strategy', '?')} on {summary.get('profile', '?')} "
           f"(seed {summary.get('seed', '?')}), best {shown}")
 
